@@ -1,0 +1,226 @@
+"""Benchmark runner: experiments x seeds as separate processes, resumable, one CSV, plots.
+
+    python benchmarks/run.py --list
+    python benchmarks/run.py cartpole lunarlander acrobot --seeds 1 2 3 --jobs 2
+    python benchmarks/run.py cartpole-speed cleanrl-speed --seeds 1 2 3 --jobs 1 \
+        --baseline cleanrl-speed=/path/to/cleanrl/ppo.py
+
+Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its log; a
+`done.json` there marks it finished, so a stopped benchmark carries on where it was. Then the
+TensorBoard events of every finished run are read into:
+    benchmarks/results/curves.csv    mean training return per step bin, per run
+    benchmarks/results/summary.csv   per run: final greedy evaluation, last training returns, steps/s
+    benchmarks/results/<experiment>.png  learning curves, mean and range over seeds
+Speed is only comparable between runs of one invocation with --jobs 1.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "benchmarks" / "runs"
+RESULTS = ROOT / "benchmarks" / "results"
+
+# Each experiment: the script, its flags, and the step budget. A `baseline` experiment runs a
+# script the user points to with --baseline NAME=PATH (never committed here), with the same
+# command-line conventions (`--seed`, `--total-timesteps`, writes `runs/<run>/` in its cwd).
+CLEANRL_SETTINGS = ["--num-envs", "4", "--num-steps", "128", "--update-epochs", "4", "--num-minibatches", "4",
+                    "--learning-rate", "2.5e-4", "--gamma", "0.99", "--gae-lambda", "0.95", "--ent-coef", "0.01",
+                    "--clip-vloss"]  # fmt: skip
+EXPERIMENTS = {
+    "cartpole": {"script": "ppo_discrete.py", "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
+    "lunarlander": {
+        "script": "ppo_discrete.py",
+        "env_id": "LunarLander-v3",
+        "steps": 500_000,
+        "flags": ["--num-envs", "16", "--num-steps", "128", "--num-minibatches", "16", "--update-epochs", "4",
+                  "--learning-rate", "5e-4", "--gamma", "0.999", "--gae-lambda", "0.98", "--ent-coef", "0.01"],
+    },  # fmt: skip
+    "acrobot": {
+        "script": "ppo_discrete.py",
+        "env_id": "Acrobot-v1",
+        "steps": 500_000,
+        "flags": ["--num-envs", "16", "--num-steps", "256", "--num-minibatches", "16", "--update-epochs", "4",
+                  "--learning-rate", "5e-4", "--gamma", "0.99", "--gae-lambda", "0.94", "--ent-coef", "0.0",
+                  "--norm-obs"],
+    },  # fmt: skip
+    "cartpole-speed": {
+        "script": "ppo_discrete.py",
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": CLEANRL_SETTINGS + ["--eval-episodes", "0", "--no-save-model"],
+    },
+    "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
+}
+
+
+def run_one(name: str, seed: int, baselines: dict) -> str:
+    exp = EXPERIMENTS[name]
+    work = RUNS / name / f"seed{seed}"
+    if (work / "done.json").exists():
+        return f"{name} seed {seed}: already done"
+    work.mkdir(parents=True, exist_ok=True)
+    script = baselines[name] if exp.get("baseline") else str(ROOT / exp["script"])
+    cmd = [sys.executable, script, "--env-id", exp["env_id"], "--seed", str(seed),
+           "--total-timesteps", str(exp["steps"]), *exp["flags"]]  # fmt: skip
+    if not exp.get("baseline"):
+        cmd += ["--runs-dir", "runs", "--no-progress"]
+    start = time.time()
+    with open(work / "log.txt", "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        rc = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        return f"{name} seed {seed}: FAILED (exit {rc}), see {work / 'log.txt'}"
+    record = {"command": cmd, "seconds": round(time.time() - start, 1)}
+    (work / "done.json").write_text(json.dumps(record, indent=1))
+    return f"{name} seed {seed}: done in {record['seconds']} s"
+
+
+def read_scalars(run_dir: str) -> dict:
+    """{tag: [(step, value), ...]} of every scalar in the TensorBoard events under run_dir."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = {}
+    for events in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return scalars
+
+
+def collect(names: list, bins: int = 50) -> None:
+    """Read every finished run of these experiments into the CSVs and plots."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    curves, summary = [], []
+    for name in names:
+        exp = EXPERIMENTS[name]
+        edges = np.linspace(0, exp["steps"], bins + 1)
+        for work in sorted((RUNS / name).glob("seed*")):
+            if not (work / "done.json").exists():
+                continue
+            seed = int(work.name[4:])
+            run_dirs = sorted((work / "runs").iterdir())
+            scalars = read_scalars(str(run_dirs[-1]))
+            returns = scalars.get("charts/episodic_return", [])
+            steps = np.array([s for s, _ in returns])
+            values = np.array([v for _, v in returns])
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                in_bin = (steps > lo) & (steps <= hi)
+                if in_bin.any():
+                    curves.append([name, seed, int(hi), round(float(values[in_bin].mean()), 2)])
+            evals = [v for _, v in scalars.get("eval/episodic_return", [])]
+            sps = scalars.get("charts/SPS", [])
+            summary.append([
+                name, exp["env_id"], seed, int(steps.max()) if len(steps) else 0,
+                round(float(np.mean(evals)), 1) if evals else "",
+                round(float(values[-20:].mean()), 1) if len(values) else "",
+                int(sps[-1][1]) if sps else "",
+            ])  # fmt: skip
+    write_csv(RESULTS / "curves.csv", ["experiment", "seed", "step", "mean_return"], curves)
+    write_csv(
+        RESULTS / "summary.csv",
+        ["experiment", "env_id", "seed", "last_episode_step", "eval_return_mean", "last20_train_return", "sps"],
+        summary,
+    )
+    for name in names:
+        plot(name, [row for row in curves if row[0] == name])
+    print_table(summary)
+
+
+def write_csv(path: Path, header: list, rows: list) -> None:
+    """Merge rows into the CSV: rows of the experiments given replace their old rows."""
+    names = {row[0] for row in rows}
+    kept = []
+    if path.exists():
+        with open(path) as f:
+            kept = [row for row in list(csv.reader(f))[1:] if row[0] not in names]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(kept + rows)
+
+
+def plot(name: str, rows: list) -> None:
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = sorted({row[2] for row in rows})
+    by_seed = {}
+    for _, seed, step, value in rows:
+        by_seed.setdefault(seed, {})[step] = value
+    grid = np.array([[by_seed[s].get(step, np.nan) for step in steps] for s in sorted(by_seed)])
+    ax.plot(steps, np.nanmean(grid, 0), label=f"mean of {len(by_seed)} seeds")
+    ax.fill_between(steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label="min to max")
+    ax.set_title(f"{name}: {EXPERIMENTS[name]['env_id']}")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return (training)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=100)
+    plt.close(fig)
+
+
+def print_table(summary: list) -> None:
+    by_exp = {}
+    for name, env_id, seed, _, eval_mean, train_mean, sps in summary:
+        by_exp.setdefault(name, []).append((eval_mean, train_mean, sps))
+    for name, rows in by_exp.items():
+        parts = []
+        for label, column in (("greedy eval", 0), ("last 20 training episodes", 1), ("steps/s", 2)):
+            vals = [float(r[column]) for r in rows if r[column] != ""]
+            if vals:
+                parts.append(f"{label} {np.mean(vals):.1f} +- {np.std(vals):.1f}")
+        print(f"{name} ({len(rows)} seeds): " + ", ".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", nargs="*", help="names from --list")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 for speed comparisons)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
+                        help="script that a baseline experiment runs")  # fmt: skip
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    parser.add_argument("--collect-only", action="store_true", help="only read finished runs into results/")
+    args = parser.parse_args()
+
+    if args.list or not args.experiments:
+        for name, exp in EXPERIMENTS.items():
+            what = "baseline script" if exp.get("baseline") else exp["script"]
+            print(f"{name:16s} {what} --env-id {exp['env_id']} --total-timesteps {exp['steps']} {' '.join(exp['flags'])}")
+        return
+    unknown = [n for n in args.experiments if n not in EXPERIMENTS]
+    if unknown:
+        sys.exit(f"run.py: error: unknown experiment(s) {unknown}; see --list")
+    baselines = dict(item.split("=", 1) for item in args.baseline)
+    missing = [n for n in args.experiments if EXPERIMENTS[n].get("baseline") and n not in baselines]
+    if missing and not args.collect_only:
+        sys.exit(f"run.py: error: {missing} need --baseline NAME=PATH")
+
+    if not args.collect_only:
+        # Seed-major order, so with --jobs 1 the experiments alternate and share the same noise.
+        jobs = [(name, seed) for seed in args.seeds for name in args.experiments]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for message in pool.map(lambda job: run_one(*job, baselines), jobs):
+                print(message, flush=True)
+    collect(args.experiments)
+
+
+if __name__ == "__main__":
+    main()
