@@ -100,6 +100,8 @@ class Args:
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
     norm_obs: bool = False
     """normalize observations with running mean and variance (saved with the model)"""
+    norm_reward: bool = False
+    """divide rewards by the running std of the discounted return; logged returns stay raw"""
     hidden_size: int = 64
     """width of the two hidden layers of the actor and of the critic"""
 
@@ -122,9 +124,7 @@ def check_env(env_id: str) -> None:
     action_space = env.action_space
     env.close()
     if isinstance(action_space, gym.spaces.Box):
-        raise ConfigError(
-            f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py"
-        )
+        raise ConfigError(f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
         raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n)")
 
@@ -270,9 +270,13 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 class Agent(nn.Module):
     """Separate actor and critic MLPs; the actor outputs logits of a categorical policy."""
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden_size: int, norm_obs: bool):
+    def __init__(
+        self, obs_dim: int, n_actions: int, hidden_size: int, norm_obs: bool = False, norm_reward: bool = False
+    ):
         super().__init__()
         self.obs_rms = RunningMeanStd((obs_dim,)) if norm_obs else None
+        # Used in training only; kept in the module so that checkpoints carry it.
+        self.return_rms = RunningMeanStd(()) if norm_reward else None
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, hidden_size)),
             nn.Tanh(),
@@ -357,13 +361,11 @@ def validate(args: Args) -> None:
         raise ConfigError("--num-envs, --num-steps and --num-minibatches must be positive")
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into "
-            f"{args.num_minibatches} minibatches"
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
         )
     if args.total_timesteps < batch_size:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch "
-            f"(num_envs * num_steps = {batch_size})"
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
         )
 
 
@@ -408,7 +410,9 @@ def train(args: Args) -> dict:
             save_code=True,
         )
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    )
 
     # Seeding: all randomness of the script comes from torch; the envs have their own seeds.
     random.seed(args.seed)
@@ -420,7 +424,7 @@ def train(args: Args) -> dict:
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     n_actions = int(envs.single_action_space.n)
 
-    agent = Agent(obs_dim, n_actions, args.hidden_size, args.norm_obs).to(device)
+    agent = Agent(obs_dim, n_actions, args.hidden_size, args.norm_obs, args.norm_reward).to(device)
     # fused: one kernel updates all parameters, measurably faster for small networks.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
@@ -452,6 +456,7 @@ def train(args: Args) -> dict:
     # A resumed run starts fresh episodes, seeded differently from the first start.
     raw_obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
     next_obs = to_obs_tensor(raw_obs, update_stats=True)
+    discounted_return = np.zeros(args.num_envs)  # per env, for --norm-reward
     episodic_returns, episodic_lengths = [], []
     last_checkpoint_step = global_step
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
@@ -475,6 +480,14 @@ def train(args: Args) -> dict:
                     action = agent.sample_action(next_obs)
                     actions[step] = action
                     raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                    if agent.return_rms is not None:
+                        # Scale by the std of the discounted return, not of the reward (as the
+                        # original PPO code does); each env's return restarts at its episode end,
+                        # truncations included.
+                        discounted_return = discounted_return * args.gamma + reward
+                        agent.return_rms.update(torch.as_tensor(discounted_return))
+                        reward = np.clip(reward / np.sqrt(agent.return_rms.var.item() + 1e-8), -10, 10)
+                        discounted_return[terminations | truncations] = 0.0
                     rewards_np[step] = reward
                     dones_np[step] = np.logical_or(terminations, truncations)
                     next_obs = to_obs_tensor(raw_obs, update_stats=True)
@@ -551,7 +564,9 @@ def train(args: Args) -> dict:
             all_ratios = torch.cat(ratios)
             writer.add_scalar("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
             writer.add_scalar("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
-            writer.add_scalar("losses/clipfrac", ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(), global_step)
+            writer.add_scalar(
+                "losses/clipfrac", ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(), global_step
+            )
             writer.add_scalar("losses/explained_variance", explained_variance(b_values, b_returns), global_step)
             writer.add_scalar("losses/grad_norm", grad_norm.item(), global_step)
             writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
@@ -585,11 +600,23 @@ def train(args: Args) -> dict:
 
     eval_returns = []
     if args.eval_episodes > 0:
-        eval_returns = play(agent, args.env_id, args.eval_episodes, args.seed + 10_000, device, args.capture_video, os.path.join(run_dir, "videos-eval"))
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            args.seed + 10_000,
+            device,
+            args.capture_video,
+            os.path.join(run_dir, "videos-eval"),
+        )
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
-        print(f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes")
-    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}")
+        print(
+            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
+        )
+    print(
+        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
+    )
     writer.close()
     if args.track:
         wandb.finish()
@@ -623,7 +650,15 @@ def make_progress(enabled: bool):
 # Evaluation
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def play(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device, capture_video: bool = False, video_dir: str = "videos") -> list:
+def play(
+    agent: Agent,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    capture_video: bool = False,
+    video_dir: str = "videos",
+) -> list:
     """Run the greedy policy for whole episodes; the observation statistics stay frozen."""
     env = make_env(env_id, 0, capture_video, video_dir)()
     returns = []
@@ -656,7 +691,7 @@ def evaluate(
     device = select_device(cuda, saved.torch_threads)
     env = make_env(env_id, 0, False, "")()
     obs_dim = int(np.prod(env.observation_space.shape))
-    agent = Agent(obs_dim, int(env.action_space.n), saved.hidden_size, saved.norm_obs).to(device)
+    agent = Agent(obs_dim, int(env.action_space.n), saved.hidden_size, saved.norm_obs, saved.norm_reward).to(device)
     env.close()
     try:
         agent.load_state_dict(data["model"])
@@ -671,8 +706,12 @@ if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     try:
         if cli_args.eval_only is not None:
-            eval_returns = evaluate(cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video)
-            print(f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}")
+            eval_returns = evaluate(
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
+            )
+            print(
+                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
+            )
         else:
             train(cli_args)
     except ConfigError as e:

@@ -17,7 +17,6 @@ Speed is only comparable between runs of one invocation with --jobs 1.
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -33,26 +32,30 @@ RESULTS = ROOT / "benchmarks" / "results"
 # Each experiment: the script, its flags, and the step budget. A `baseline` experiment runs a
 # script the user points to with --baseline NAME=PATH (never committed here), with the same
 # command-line conventions (`--seed`, `--total-timesteps`, writes `runs/<run>/` in its cwd).
-CLEANRL_SETTINGS = ["--num-envs", "4", "--num-steps", "128", "--update-epochs", "4", "--num-minibatches", "4",
-                    "--learning-rate", "2.5e-4", "--gamma", "0.99", "--gae-lambda", "0.95", "--ent-coef", "0.01",
-                    "--clip-vloss"]  # fmt: skip
+CLEANRL_SETTINGS = (
+    "--num-envs 4 --num-steps 128 --update-epochs 4 --num-minibatches 4 --learning-rate 2.5e-4 "
+    "--gamma 0.99 --gae-lambda 0.95 --ent-coef 0.01 --clip-vloss"
+).split()
 EXPERIMENTS = {
     "cartpole": {"script": "ppo_discrete.py", "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
     "lunarlander": {
         "script": "ppo_discrete.py",
         "env_id": "LunarLander-v3",
         "steps": 500_000,
-        "flags": ["--num-envs", "16", "--num-steps", "128", "--num-minibatches", "16", "--update-epochs", "4",
-                  "--learning-rate", "5e-4", "--gamma", "0.999", "--gae-lambda", "0.98", "--ent-coef", "0.01"],
-    },  # fmt: skip
+        "flags": (
+            "--num-envs 16 --num-steps 128 --num-minibatches 16 --update-epochs 4 --learning-rate 5e-4 "
+            "--gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01"
+        ).split(),
+    },
     "acrobot": {
         "script": "ppo_discrete.py",
         "env_id": "Acrobot-v1",
         "steps": 500_000,
-        "flags": ["--num-envs", "16", "--num-steps", "256", "--num-minibatches", "16", "--update-epochs", "4",
-                  "--learning-rate", "5e-4", "--gamma", "0.99", "--gae-lambda", "0.94", "--ent-coef", "0.0",
-                  "--norm-obs"],
-    },  # fmt: skip
+        "flags": (
+            "--num-envs 16 --num-steps 256 --num-minibatches 16 --update-epochs 4 --learning-rate 5e-4 "
+            "--gamma 0.99 --gae-lambda 0.94 --ent-coef 0.0 --norm-obs"
+        ).split(),
+    },
     "cartpole-speed": {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
@@ -178,8 +181,8 @@ def plot(name: str, rows: list) -> None:
 
 def print_table(summary: list) -> None:
     by_exp = {}
-    for name, env_id, seed, _, eval_mean, train_mean, sps in summary:
-        by_exp.setdefault(name, []).append((eval_mean, train_mean, sps))
+    for row in summary:
+        by_exp.setdefault(row[0], []).append(row[4:7])  # eval mean, last-20 training mean, sps
     for name, rows in by_exp.items():
         parts = []
         for label, column in (("greedy eval", 0), ("last 20 training episodes", 1), ("steps/s", 2)):
@@ -203,7 +206,9 @@ def main() -> None:
     if args.list or not args.experiments:
         for name, exp in EXPERIMENTS.items():
             what = "baseline script" if exp.get("baseline") else exp["script"]
-            print(f"{name:16s} {what} --env-id {exp['env_id']} --total-timesteps {exp['steps']} {' '.join(exp['flags'])}")
+            print(
+                f"{name:16s} {what} --env-id {exp['env_id']} --total-timesteps {exp['steps']} {' '.join(exp['flags'])}"
+            )
         return
     unknown = [n for n in args.experiments if n not in EXPERIMENTS]
     if unknown:

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from conftest import load_script, read_scalars, run_cli
 
 ppo = load_script("ppo_discrete")
@@ -185,6 +186,20 @@ def test_dict_observations_are_flattened(tmp_path):
     assert len(ppo.evaluate(result["model_path"], episodes=1)) == 1
 
 
+def test_env_from_a_users_module(tmp_path):
+    # `module:EnvId` imports the module first, which registers the env (here: conftest).
+    result = ppo.train(tiny_args(tmp_path, env_id="conftest:test/DictObs-v0", eval_episodes=0))
+    assert result["global_step"] == 256
+    assert os.path.basename(result["run_dir"]).startswith("conftest-test-DictObs-v0__ppo_discrete__")
+
+
+def test_capture_video_writes_videos(tmp_path):
+    result = ppo.train(tiny_args(tmp_path, capture_video=True, eval_episodes=1))
+    assert list((tmp_path / "runs").glob("*/videos/*.mp4"))
+    assert list((tmp_path / "runs").glob("*/videos-eval/*.mp4"))
+    assert result["global_step"] == 256
+
+
 def test_observation_statistics_are_saved_with_the_model(tmp_path):
     result = ppo.train(tiny_args(tmp_path, norm_obs=True))
     saved = torch.load(result["model_path"], weights_only=True)["model"]
@@ -196,7 +211,21 @@ def test_observation_statistics_are_saved_with_the_model(tmp_path):
     torch.testing.assert_close(agent.obs_rms.var, saved["obs_rms.var"])
     # Evaluation leaves the statistics as they were saved.
     ppo.evaluate(result["model_path"], episodes=2)
-    assert torch.equal(torch.load(result["model_path"], weights_only=True)["model"]["obs_rms.mean"], saved["obs_rms.mean"])
+    assert torch.equal(
+        torch.load(result["model_path"], weights_only=True)["model"]["obs_rms.mean"], saved["obs_rms.mean"]
+    )
+
+
+@pytest.mark.parametrize("env_id", ["test/ConstantTerminate-v0", "test/ConstantTruncate-v0"])
+def test_reward_scaling_restarts_the_return_at_every_episode_end(tmp_path, env_id):
+    # Reward 1, episodes of 5 steps, gamma 0.9: each env's discounted return runs 1, 1.9, 2.71,
+    # 3.439, 4.0951 and starts again, whether the episode terminated or hit its time limit.
+    result = ppo.train(tiny_args(tmp_path, env_id=env_id, norm_reward=True, gamma=0.9, eval_episodes=0))
+    saved = torch.load(result["model_path"], weights_only=True)["model"]
+    per_env = [sum(0.9**k for k in range(t % 5 + 1)) for t in range(128)]
+    assert saved["return_rms.mean"].item() == pytest.approx(np.mean(per_env))
+    assert saved["return_rms.var"].item() == pytest.approx(np.var(per_env))
+    assert result["episodic_returns"][0] == 5.0  # logged returns stay raw
 
 
 def test_no_model_when_not_asked(tmp_path):
@@ -333,7 +362,9 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, argv, message):
 
 
 def test_cli_trains_then_evaluates_the_saved_model(in_tmp):
-    proc = run_cli("ppo_discrete.py", *"--total-timesteps 256 --num-envs 2 --num-steps 64 --eval-episodes 2".split(), cwd=in_tmp)
+    proc = run_cli(
+        "ppo_discrete.py", *"--total-timesteps 256 --num-envs 2 --num-steps 64 --eval-episodes 2".split(), cwd=in_tmp
+    )
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout
     (model,) = (in_tmp / "runs").glob("CartPole-v1__ppo_discrete__1__*/model.pt")
