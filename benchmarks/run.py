@@ -2,8 +2,8 @@
 
     python benchmarks/run.py --list
     python benchmarks/run.py cartpole lunarlander acrobot --seeds 1 2 3 --jobs 2
-    python benchmarks/run.py cartpole-speed cleanrl-speed --seeds 1 2 3 --jobs 1 \
-        --baseline cleanrl-speed=/path/to/cleanrl/ppo.py
+    python benchmarks/run.py cartpole-speed cleanrl-speed cleanrl-speed-1thread --seeds 1 2 3 --jobs 1 \
+        --baseline cleanrl-speed=/path/to/cleanrl/ppo.py --baseline cleanrl-speed-1thread=/path/to/cleanrl/ppo.py
 
 Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its log; a
 `done.json` there marks it finished, so a stopped benchmark carries on where it was. Then the
@@ -17,6 +17,8 @@ Speed is only comparable between runs of one invocation with --jobs 1.
 import argparse
 import csv
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,7 +45,7 @@ EXPERIMENTS = {
         "env_id": "LunarLander-v3",
         "steps": 500_000,
         "flags": (
-            "--num-envs 16 --num-steps 128 --num-minibatches 16 --update-epochs 4 --learning-rate 5e-4 "
+            "--num-envs 16 --num-steps 128 --num-minibatches 32 --update-epochs 10 --learning-rate 3e-4 "
             "--gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01"
         ).split(),
     },
@@ -53,7 +55,7 @@ EXPERIMENTS = {
         "steps": 500_000,
         "flags": (
             "--num-envs 16 --num-steps 256 --num-minibatches 16 --update-epochs 4 --learning-rate 5e-4 "
-            "--gamma 0.99 --gae-lambda 0.94 --ent-coef 0.0 --norm-obs"
+            "--gamma 0.99 --gae-lambda 0.94 --ent-coef 0.0 --norm-obs --norm-reward"
         ).split(),
     },
     "cartpole-speed": {
@@ -63,25 +65,37 @@ EXPERIMENTS = {
         "flags": CLEANRL_SETTINGS + ["--eval-episodes", "0", "--no-save-model"],
     },
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
+    # The same baseline limited to one torch thread, as our scripts run by default on CPU.
+    "cleanrl-speed-1thread": {
+        "baseline": True,
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": [],
+        "env": {"OMP_NUM_THREADS": "1"},
+    },
 }
 
 
 def run_one(name: str, seed: int, baselines: dict) -> str:
     exp = EXPERIMENTS[name]
     work = RUNS / name / f"seed{seed}"
-    if (work / "done.json").exists():
-        return f"{name} seed {seed}: already done"
-    work.mkdir(parents=True, exist_ok=True)
     script = baselines[name] if exp.get("baseline") else str(ROOT / exp["script"])
     cmd = [sys.executable, script, "--env-id", exp["env_id"], "--seed", str(seed),
            "--total-timesteps", str(exp["steps"]), *exp["flags"]]  # fmt: skip
     if not exp.get("baseline"):
         cmd += ["--runs-dir", "runs", "--no-progress"]
+    done = work / "done.json"
+    if done.exists() and json.loads(done.read_text())["command"][1:] == cmd[1:]:
+        return f"{name} seed {seed}: already done"
+    # Not run yet, stopped halfway, or run with other flags: start it afresh.
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     start = time.time()
     with open(work / "log.txt", "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        rc = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
+        env = {**os.environ, **exp.get("env", {})}
+        rc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         return f"{name} seed {seed}: FAILED (exit {rc}), see {work / 'log.txt'}"
     record = {"command": cmd, "seconds": round(time.time() - start, 1)}
