@@ -391,7 +391,7 @@ def train(args: Args) -> dict:
     if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
         run_dir = checkpoint["run_dir"]
     else:
-        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__ppo_discrete__{args.seed}__{int(time.time())}"
+        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
         run_dir = os.path.join(args.runs_dir, run_name)
     os.makedirs(run_dir, exist_ok=True)
     print(f"device: {device}, run: {run_dir}")
@@ -715,5 +715,5 @@ if __name__ == "__main__":
         else:
             train(cli_args)
     except ConfigError as e:
-        print(f"ppo_discrete.py: error: {e}", file=sys.stderr)
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)

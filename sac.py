@@ -26,8 +26,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np

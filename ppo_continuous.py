@@ -1,0 +1,782 @@
+"""Proximal Policy Optimization (PPO) for continuous (Box) action spaces, in one file.
+
+PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience
+with the current policy, estimates advantages with GAE (Schulman et al. 2015,
+https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
+clipped surrogate objective that keeps the new policy close to the one that collected the data.
+
+The policy is a diagonal Gaussian whose mean comes from an MLP and whose log standard deviation
+is a learned vector that does not depend on the state (the choice of the original PPO code), or,
+with --squash, a tanh-squashed Gaussian with the change-of-variables correction of its log-prob.
+Observations are normalized and rewards scaled by running statistics written in this file and
+saved with the model.
+
+Works with any gymnasium environment whose action space is a Box: HalfCheetah-v4 by default
+(MuJoCo), Pendulum-v1, BipedalWalker-v3, or your own registered as `my_module:MyEnv-v0`.
+
+Reproduce the README's HalfCheetah-v4 figure (defaults, 1M steps):
+    python ppo_continuous.py --seed 1
+Evaluate a saved model:
+    python ppo_continuous.py --eval-only runs/<run>/model.pt
+"""
+
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # Experiment
+    env_id: str = "HalfCheetah-v4"
+    """gymnasium environment id with a Box action space (`module:EnvName-v0` imports `module` first)"""
+    total_timesteps: int = 1_000_000
+    """total environment steps to train for, summed over all parallel environments"""
+    seed: int = 1
+    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
+    cuda: bool = False
+    """train on the GPU; stops with an error when no CUDA device is present"""
+    torch_threads: int = 1
+    """torch CPU threads; small networks run fastest with one (measured in the README)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "ppo-reference"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    capture_video: bool = False
+    """record videos of the first environment to `{run_dir}/videos`"""
+    save_model: bool = True
+    """write `model.pt` (weights, observation statistics, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
+    eval_episodes: int = 10
+    """episodes of the deterministic (greedy) policy played after training (0: skip)"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
+
+    # Algorithm
+    num_envs: int = 1
+    """parallel environments (gymnasium SyncVectorEnv)"""
+    num_steps: int = 2048
+    """steps per environment per rollout; the batch is num_envs * num_steps"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """lambda of generalized advantage estimation (0: one-step TD, 1: Monte Carlo)"""
+    num_minibatches: int = 32
+    """minibatches per epoch; the batch must divide evenly into them"""
+    update_epochs: int = 10
+    """passes over the batch per update"""
+    norm_adv: bool = True
+    """normalize advantages within each minibatch"""
+    clip_coef: float = 0.2
+    """surrogate clipping coefficient epsilon: the ratio is clipped to [1 - eps, 1 + eps]"""
+    clip_vloss: bool = False
+    """clip the value update to clip_coef around the old value, as in the original PPO code"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient norm clipping threshold"""
+    target_kl: Optional[float] = None
+    """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
+    norm_obs: bool = True
+    """normalize observations with running mean and variance (saved with the model)"""
+    norm_reward: bool = True
+    """divide rewards by the running std of the discounted return; logged returns stay raw"""
+    hidden_size: int = 64
+    """width of the two hidden layers of the actor and of the critic"""
+    init_log_std: float = 0.0
+    """initial log standard deviation of the Gaussian policy (0: std 1)"""
+    squash: bool = False
+    """tanh-squash the Gaussian into the action bounds, with the log-prob correction"""
+
+
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+def check_env(env_id: str) -> None:
+    """Build the environment once and refuse, in one line, what this script cannot train."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
+    action_space = env.action_space
+    env.close()
+    if isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError(f"{env_id} has a Discrete action space; use ppo_discrete.py")
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(f"{env_id} has action space {action_space}; this script needs a 1-D Box")
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
+    """Return a thunk that builds one environment; vector envs call it in each slot."""
+
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True)
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id, disable_env_checker=True)  # checked once in check_env
+        # Dict, Tuple and Discrete observations become one flat float vector.
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            env = gym.wrappers.FlattenObservation(env)
+        return env
+
+    return thunk
+
+
+def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.capture_video, video_dir) for i in range(args.num_envs)],
+        # SAME_STEP: a finished env resets inside the step that ended it, so every returned
+        # observation is one the agent acts on, and the real last one is in infos["final_obs"].
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,
+    )
+    # Records the raw environment reward, whatever the agent is trained on.
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The math, as pure functions
+# ---------------------------------------------------------------------------------------------
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
+    """Generalized advantage estimation, shapes [T] or [T, N].
+
+    dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
+    reward already holds the bootstrap gamma * V(final_obs)); last_value = V(s_T).
+        delta_t = r_t + gamma * V(s_{t+1}) * (1 - done_t) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+    The returns (value targets) are advantages + values.
+    """
+    not_done = 1.0 - dones
+    next_values = torch.cat([values[1:], last_value.unsqueeze(0)])
+    deltas = rewards + gamma * next_values * not_done - values
+    decay = gamma * gae_lambda * not_done
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        next_advantage = deltas[t] + decay[t] * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """Clipped surrogate loss: -mean(min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A))."""
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    return -torch.min(unclipped, clipped).mean()
+
+
+def value_loss(
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_coef: float,
+    clip_vloss: bool,
+) -> torch.Tensor:
+    """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
+    where the clipped prediction stays within clip_coef of the value that collected the data."""
+    unclipped = (new_values - returns) ** 2
+    if not clip_vloss:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def approx_kl(ratio: torch.Tensor) -> torch.Tensor:
+    """Estimate of KL(old || new) from probability ratios r = pi_new / pi_old: mean((r - 1) - log r),
+    unbiased and never negative (http://joschu.net/blog/kl-approx.html)."""
+    return ((ratio - 1.0) - ratio.log()).mean()
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var(targets - predictions) / Var(targets): 1 is perfect, 0 no better than a constant."""
+    var_targets = targets.var()
+    if var_targets == 0:
+        return float("nan")
+    return (1.0 - (targets - predictions).var() / var_targets).item()
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, diag(std^2)), summed over action dimensions:
+    sum(-((x - mean) / std)^2 / 2 - log std - log(2 pi) / 2)."""
+    return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def tanh_log_det_jacobian(u: torch.Tensor) -> torch.Tensor:
+    """log |det d tanh(u) / du| = sum log(1 - tanh(u)^2), written as 2 (log 2 - u - softplus(-2u))
+    so that it stays finite where tanh(u) rounds to +-1. The squashed policy's log-prob is
+    log pi(a) = log N(u) - this; rescaling [-1, 1] to the bounds adds a constant that cancels
+    in the probability ratio."""
+    return (2.0 * (np.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
+
+
+def to_env_action(u: np.ndarray, low: np.ndarray, high: np.ndarray, squash: bool) -> np.ndarray:
+    """The action the env receives. With squash: tanh(u) rescaled from [-1, 1] to [low, high];
+    without: u clipped to the bounds. Only the env's copy is changed: the stored u keeps the
+    exact log-probability that the update trains on."""
+    if squash:
+        return low + 0.5 * (np.tanh(u) + 1.0) * (high - low)
+    return np.clip(u, low, high)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+class RunningMeanStd(nn.Module):
+    """Running mean and variance of observations, merged batch by batch with the parallel
+    variance formula (Chan et al. 1979). Buffers, so they are saved in the model's state_dict."""
+
+    def __init__(self, shape: tuple, clip: float = 10.0, epsilon: float = 1e-8):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.clip = clip
+        self.epsilon = epsilon
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        batch = batch.to(torch.float64)
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0, unbiased=False)
+        batch_count = batch.shape[0]
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.mean += delta * batch_count / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normalized = (x - self.mean) / torch.sqrt(self.var + self.epsilon)
+        return torch.clamp(normalized, -self.clip, self.clip).to(x.dtype)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights and zero bias, the initialization of the original PPO code."""
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """Separate actor and critic MLPs; the actor outputs the mean of a diagonal Gaussian whose
+    log standard deviation is a learned vector, the same in every state."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden_size: int,
+        norm_obs: bool = False,
+        norm_reward: bool = False,
+        init_log_std: float = 0.0,
+        squash: bool = False,
+    ):
+        super().__init__()
+        self.obs_rms = RunningMeanStd((obs_dim,)) if norm_obs else None
+        # Used in training only; kept in the module so that checkpoints carry it.
+        self.return_rms = RunningMeanStd(()) if norm_reward else None
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            # A small last layer starts every mean near 0.
+            layer_init(nn.Linear(hidden_size, action_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+        self.squash = squash
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if self.obs_rms is None else self.obs_rms(obs)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """Sample u ~ N(mean, std^2), unclipped and unsquashed: the stored, trained action."""
+        mean = self.actor_mean(obs)
+        return mean + self.actor_logstd.exp() * torch.randn_like(mean)
+
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor_mean(obs)
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+        """Log-probability of the given actions, entropy of the policy, and the value. With
+        squash, the entropy is the Gaussian's before squashing (the squashed one has no closed
+        form)."""
+        mean = self.actor_mean(obs)
+        log_std = self.actor_logstd.expand_as(mean)
+        log_prob = gaussian_log_prob(actions, mean, log_std)
+        if self.squash:
+            log_prob = log_prob - tanh_log_det_jacobian(actions)
+        entropy = (log_std + 0.5 * np.log(2 * np.pi * np.e)).sum(-1)
+        return log_prob, entropy, self.get_value(obs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
+# ---------------------------------------------------------------------------------------------
+def save_atomic(obj: dict, path: str) -> None:
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+def load_file(path: str, required_keys: tuple) -> dict:
+    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such file: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read {path}: {reason}") from None
+    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    return data
+
+
+def select_device(cuda: bool, torch_threads: int) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def validate(args: Args) -> None:
+    batch_size = args.num_envs * args.num_steps
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.num_envs <= 0 or args.num_steps <= 0 or args.num_minibatches <= 0:
+        raise ConfigError("--num-envs, --num-steps and --num-minibatches must be positive")
+    if batch_size % args.num_minibatches != 0:
+        raise ConfigError(
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
+        )
+    if args.total_timesteps < batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
+        # The checkpoint's settings define the run; only how it is run may change.
+        saved = Args(**checkpoint["args"])
+        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
+        args = saved
+    validate(args)
+    check_env(args.env_id)
+    device = select_device(args.cuda, args.torch_threads)
+
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"device: {device}, run: {run_dir}")
+
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    )
+
+    # Seeding: all randomness of the script comes from torch; the envs have their own seeds.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    envs = make_vector_env(args, os.path.join(run_dir, "videos"))
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    action_dim = int(envs.single_action_space.shape[0])
+    action_low, action_high = envs.single_action_space.low, envs.single_action_space.high
+    if args.squash and not (np.isfinite(action_low).all() and np.isfinite(action_high).all()):
+        raise ConfigError(f"--squash needs finite action bounds; {args.env_id} has {envs.single_action_space}")
+
+    agent = Agent(
+        obs_dim, action_dim, args.hidden_size, args.norm_obs, args.norm_reward, args.init_log_std, args.squash
+    ).to(device)
+    # fused: one kernel updates all parameters, measurably faster for small networks.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+
+    global_step, start_iteration = 0, 1
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step = checkpoint["global_step"]
+        start_iteration = checkpoint["iteration"] + 1
+        torch.set_rng_state(checkpoint["torch_rng_state"])
+        if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+        print(f"resumed from {args.resume} at step {global_step}")
+
+    # Rollout storage. Observations are stored already normalized: the update sees exactly
+    # what the policy saw when it acted. Rewards and dones arrive from the envs as numpy
+    # arrays and stay numpy until the rollout ends: one transfer per rollout, not per step.
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
+    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+    def to_obs_tensor(raw, update_stats: bool) -> torch.Tensor:
+        x = torch.as_tensor(raw, dtype=torch.float32, device=device).reshape(-1, obs_dim)
+        if update_stats and agent.obs_rms is not None:
+            agent.obs_rms.update(x)
+        return agent.normalize(x)
+
+    # A resumed run starts fresh episodes, seeded differently from the first start.
+    raw_obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
+    next_obs = to_obs_tensor(raw_obs, update_stats=True)
+    discounted_return = np.zeros(args.num_envs)  # per env, for --norm-reward
+    episodic_returns, episodic_lengths = [], []
+    last_checkpoint_step = global_step
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    start_time, start_step = time.time(), global_step
+
+    progress = make_progress(args.progress)
+    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
+    with progress:
+        for iteration in range(start_iteration, num_iterations + 1):
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            # ---- Rollout: only the action is needed per step; values and log-probs of the
+            # whole batch are computed afterwards in one pass, with the same weights.
+            truncated_slots, truncated_obs = [], []
+            with torch.no_grad():
+                for step in range(args.num_steps):
+                    global_step += args.num_envs
+                    obs[step] = next_obs
+                    action = agent.sample_action(next_obs)
+                    actions[step] = action
+                    raw_obs, reward, terminations, truncations, infos = envs.step(
+                        to_env_action(action.cpu().numpy(), action_low, action_high, args.squash)
+                    )
+                    if agent.return_rms is not None:
+                        # Scale by the std of the discounted return, not of the reward (as the
+                        # original PPO code does); each env's return restarts at its episode end,
+                        # truncations included.
+                        discounted_return = discounted_return * args.gamma + reward
+                        agent.return_rms.update(torch.as_tensor(discounted_return))
+                        reward = np.clip(reward / np.sqrt(agent.return_rms.var.item() + 1e-8), -10, 10)
+                        discounted_return[terminations | truncations] = 0.0
+                    rewards_np[step] = reward
+                    dones_np[step] = np.logical_or(terminations, truncations)
+                    next_obs = to_obs_tensor(raw_obs, update_stats=True)
+
+                    # Time-limit truncation is not failure: remember the real last observation,
+                    # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+                    for env_idx in np.flatnonzero(truncations & ~terminations):
+                        truncated_slots.append((step, env_idx))
+                        truncated_obs.append(infos["final_obs"][env_idx])
+
+                    if "episode" in infos:
+                        for env_idx in np.flatnonzero(infos["_episode"]):
+                            episodic_returns.append(float(infos["episode"]["r"][env_idx]))
+                            episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
+                            writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+                            writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
+
+                rewards = torch.as_tensor(rewards_np, device=device).clone()
+                dones = torch.as_tensor(dones_np, device=device)
+                b_obs = obs.reshape(-1, obs_dim)
+                b_actions = actions.reshape(-1, action_dim)
+                b_logprobs, _, b_values = agent.evaluate_actions(b_obs, b_actions)
+                values = b_values.reshape(args.num_steps, args.num_envs)
+                if truncated_obs:
+                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs), update_stats=False))
+                    for (step, env_idx), final_value in zip(truncated_slots, final_values):
+                        rewards[step, env_idx] += args.gamma * final_value
+                next_value = agent.get_value(next_obs)
+                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+                returns = advantages + values
+
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+
+            # ---- Update: several epochs of minibatch steps on the clipped objective.
+            ratios = []  # of every minibatch, for the diagnostics below
+            for epoch in range(args.update_epochs):
+                permutation = torch.randperm(batch_size, device=device)
+                for start in range(0, batch_size, minibatch_size):
+                    mb = permutation[start : start + minibatch_size]
+                    new_logprob, entropy, new_value = agent.evaluate_actions(b_obs[mb], b_actions[mb])
+                    logratio = new_logprob - b_logprobs[mb]
+                    ratio = logratio.exp()
+
+                    ratios.append(ratio.detach())
+
+                    mb_advantages = b_advantages[mb]
+                    if args.norm_adv:
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
+                    v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss)
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+
+                if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
+                    break
+
+            # ---- Logging, once per update.
+            sps = int((global_step - start_step) / (time.time() - start_time))
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/advantage_mean", b_advantages.mean().item(), global_step)
+            writer.add_scalar("charts/advantage_std", b_advantages.std().item(), global_step)
+            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+            # KL and clip fraction of the last minibatch (as CleanRL logs them) and over the update.
+            all_ratios = torch.cat(ratios)
+            writer.add_scalar("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
+            writer.add_scalar("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
+            writer.add_scalar(
+                "losses/clipfrac", ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(), global_step
+            )
+            writer.add_scalar("losses/explained_variance", explained_variance(b_values, b_returns), global_step)
+            writer.add_scalar("losses/grad_norm", grad_norm.item(), global_step)
+            writer.add_scalar("charts/action_std", agent.actor_logstd.exp().mean().item(), global_step)
+            writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+            recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
+            progress.update(task, completed=global_step, sps=sps, ret=recent)
+
+            if args.checkpoint_every > 0 and (
+                global_step - last_checkpoint_step >= args.checkpoint_every or iteration == num_iterations
+            ):
+                last_checkpoint_step = global_step
+                state = {
+                    "model": agent.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "args": asdict(args),
+                    "global_step": global_step,
+                    "iteration": iteration,
+                    "run_dir": run_dir,
+                    "torch_rng_state": torch.get_rng_state(),
+                }
+                if device.type == "cuda":
+                    state["cuda_rng_state"] = torch.cuda.get_rng_state()
+                save_atomic(state, checkpoint_path)
+
+    envs.close()
+    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+
+    model_path = None
+    if args.save_model:
+        model_path = os.path.join(run_dir, "model.pt")
+        save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
+
+    eval_returns = []
+    if args.eval_episodes > 0:
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            args.seed + 10_000,
+            device,
+            args.capture_video,
+            os.path.join(run_dir, "videos-eval"),
+        )
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print(
+            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
+        )
+    print(
+        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
+    )
+    writer.close()
+    if args.track:
+        wandb.finish()
+    return {
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "episodic_lengths": episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+    }
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def play(
+    agent: Agent,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    capture_video: bool = False,
+    video_dir: str = "videos",
+) -> list:
+    """Run the greedy policy for whole episodes; the observation statistics stay frozen."""
+    env = make_env(env_id, 0, capture_video, video_dir)()
+    low, high = env.action_space.low, env.action_space.high
+    returns = []
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            obs = agent.normalize(torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1))
+            action = agent.greedy_action(obs).cpu().numpy()[0]
+            raw_obs, reward, terminated, truncated, _ = env.step(to_env_action(action, low, high, agent.squash))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def evaluate(
+    model_path: str,
+    env_id: Optional[str] = None,
+    episodes: int = 10,
+    seed: int = 0,
+    cuda: bool = False,
+    capture_video: bool = False,
+) -> list:
+    """Load a model.pt (weights and observation statistics) and return greedy episodic returns."""
+    data = load_file(model_path, ("model", "args"))
+    saved = Args(**data["args"])
+    env_id = env_id or saved.env_id
+    check_env(env_id)
+    device = select_device(cuda, saved.torch_threads)
+    env = make_env(env_id, 0, False, "")()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    agent = Agent(
+        obs_dim,
+        int(env.action_space.shape[0]),
+        saved.hidden_size,
+        saved.norm_obs,
+        saved.norm_reward,
+        saved.init_log_std,
+        saved.squash,
+    ).to(device)
+    env.close()
+    try:
+        agent.load_state_dict(data["model"])
+    except RuntimeError as e:
+        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
+    agent.eval()
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    return play(agent, env_id, episodes, seed, device, capture_video, video_dir)
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        if cli_args.eval_only is not None:
+            eval_returns = evaluate(
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
+            )
+            print(
+                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
+            )
+        else:
+            train(cli_args)
+    except ConfigError as e:
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+        sys.exit(2)
