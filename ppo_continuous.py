@@ -304,20 +304,12 @@ class Agent(nn.Module):
     """Separate actor and critic MLPs; the actor outputs the mean of a diagonal Gaussian whose
     log standard deviation is a learned vector, the same in every state."""
 
-    def __init__(
-        self,
-        obs_dim: int,
-        action_dim: int,
-        hidden_size: int,
-        norm_obs: bool = False,
-        norm_reward: bool = False,
-        init_log_std: float = 0.0,
-        squash: bool = False,
-    ):
+    def __init__(self, obs_dim: int, action_dim: int, args: Args):
         super().__init__()
-        self.obs_rms = RunningMeanStd((obs_dim,)) if norm_obs else None
+        hidden_size = args.hidden_size
+        self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
         # Used in training only; kept in the module so that checkpoints carry it.
-        self.return_rms = RunningMeanStd(()) if norm_reward else None
+        self.return_rms = RunningMeanStd(()) if args.norm_reward else None
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, hidden_size)),
             nn.Tanh(),
@@ -333,8 +325,8 @@ class Agent(nn.Module):
             # A small last layer starts every mean near 0.
             layer_init(nn.Linear(hidden_size, action_dim), std=0.01),
         )
-        self.actor_logstd = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
-        self.squash = squash
+        self.actor_logstd = nn.Parameter(torch.full((action_dim,), float(args.init_log_std)))
+        self.squash = args.squash
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return obs if self.obs_rms is None else self.obs_rms(obs)
@@ -472,9 +464,7 @@ def train(args: Args) -> dict:
     if args.squash and not (np.isfinite(action_low).all() and np.isfinite(action_high).all()):
         raise ConfigError(f"--squash needs finite action bounds; {args.env_id} has {envs.single_action_space}")
 
-    agent = Agent(
-        obs_dim, action_dim, args.hidden_size, args.norm_obs, args.norm_reward, args.init_log_std, args.squash
-    ).to(device)
+    agent = Agent(obs_dim, action_dim, args).to(device)
     # fused: one kernel updates all parameters, measurably faster for small networks.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
@@ -730,6 +720,26 @@ def play(
     return returns
 
 
+def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
+    """Rebuild the Agent of a model.pt (weights and observation statistics) for env_id (default:
+    the one it was trained on). Returns (agent, saved Args, env_id, device)."""
+    data = load_file(model_path, ("model", "args"))
+    saved = Args(**data["args"])
+    env_id = env_id or saved.env_id
+    check_env(env_id)
+    device = select_device(cuda, saved.torch_threads)
+    env = make_env(env_id, 0, False, "")()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    agent = Agent(obs_dim, int(env.action_space.shape[0]), saved).to(device)
+    env.close()
+    try:
+        agent.load_state_dict(data["model"])
+    except RuntimeError as e:
+        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
+    agent.eval()
+    return agent, saved, env_id, device
+
+
 def evaluate(
     model_path: str,
     env_id: Optional[str] = None,
@@ -738,29 +748,8 @@ def evaluate(
     cuda: bool = False,
     capture_video: bool = False,
 ) -> list:
-    """Load a model.pt (weights and observation statistics) and return greedy episodic returns."""
-    data = load_file(model_path, ("model", "args"))
-    saved = Args(**data["args"])
-    env_id = env_id or saved.env_id
-    check_env(env_id)
-    device = select_device(cuda, saved.torch_threads)
-    env = make_env(env_id, 0, False, "")()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    agent = Agent(
-        obs_dim,
-        int(env.action_space.shape[0]),
-        saved.hidden_size,
-        saved.norm_obs,
-        saved.norm_reward,
-        saved.init_log_std,
-        saved.squash,
-    ).to(device)
-    env.close()
-    try:
-        agent.load_state_dict(data["model"])
-    except RuntimeError as e:
-        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
-    agent.eval()
+    """Load a model.pt and return the episodic returns of its greedy policy."""
+    agent, _, env_id, device = load_agent(model_path, env_id, cuda)
     video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
     return play(agent, env_id, episodes, seed, device, capture_video, video_dir)
 

@@ -270,13 +270,12 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 class Agent(nn.Module):
     """Separate actor and critic MLPs; the actor outputs logits of a categorical policy."""
 
-    def __init__(
-        self, obs_dim: int, n_actions: int, hidden_size: int, norm_obs: bool = False, norm_reward: bool = False
-    ):
+    def __init__(self, obs_dim: int, n_actions: int, args: Args):
         super().__init__()
-        self.obs_rms = RunningMeanStd((obs_dim,)) if norm_obs else None
+        hidden_size = args.hidden_size
+        self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
         # Used in training only; kept in the module so that checkpoints carry it.
-        self.return_rms = RunningMeanStd(()) if norm_reward else None
+        self.return_rms = RunningMeanStd(()) if args.norm_reward else None
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, hidden_size)),
             nn.Tanh(),
@@ -424,7 +423,7 @@ def train(args: Args) -> dict:
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     n_actions = int(envs.single_action_space.n)
 
-    agent = Agent(obs_dim, n_actions, args.hidden_size, args.norm_obs, args.norm_reward).to(device)
+    agent = Agent(obs_dim, n_actions, args).to(device)
     # fused: one kernel updates all parameters, measurably faster for small networks.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
@@ -675,6 +674,26 @@ def play(
     return returns
 
 
+def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
+    """Rebuild the Agent of a model.pt (weights and observation statistics) for env_id (default:
+    the one it was trained on). Returns (agent, saved Args, env_id, device)."""
+    data = load_file(model_path, ("model", "args"))
+    saved = Args(**data["args"])
+    env_id = env_id or saved.env_id
+    check_env(env_id)
+    device = select_device(cuda, saved.torch_threads)
+    env = make_env(env_id, 0, False, "")()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    agent = Agent(obs_dim, int(env.action_space.n), saved).to(device)
+    env.close()
+    try:
+        agent.load_state_dict(data["model"])
+    except RuntimeError as e:
+        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
+    agent.eval()
+    return agent, saved, env_id, device
+
+
 def evaluate(
     model_path: str,
     env_id: Optional[str] = None,
@@ -683,21 +702,8 @@ def evaluate(
     cuda: bool = False,
     capture_video: bool = False,
 ) -> list:
-    """Load a model.pt (weights and observation statistics) and return greedy episodic returns."""
-    data = load_file(model_path, ("model", "args"))
-    saved = Args(**data["args"])
-    env_id = env_id or saved.env_id
-    check_env(env_id)
-    device = select_device(cuda, saved.torch_threads)
-    env = make_env(env_id, 0, False, "")()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    agent = Agent(obs_dim, int(env.action_space.n), saved.hidden_size, saved.norm_obs, saved.norm_reward).to(device)
-    env.close()
-    try:
-        agent.load_state_dict(data["model"])
-    except RuntimeError as e:
-        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
-    agent.eval()
+    """Load a model.pt and return the episodic returns of its greedy policy."""
+    agent, _, env_id, device = load_agent(model_path, env_id, cuda)
     video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
     return play(agent, env_id, episodes, seed, device, capture_video, video_dir)
 

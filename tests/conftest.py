@@ -5,6 +5,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -44,15 +45,19 @@ def read_scalars(run_dir: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Tiny environments with known answers, registered under ids the tests pass to the scripts.
 # ---------------------------------------------------------------------------------------------
+def _action_space(box: bool) -> gym.Space:
+    return gym.spaces.Box(-1.0, 1.0, (1,), np.float32) if box else gym.spaces.Discrete(2)
+
+
 class ConstantRewardEnv(gym.Env):
     """One constant observation, reward 1 per step, and the episode ends after `length` steps,
     by termination or (through TimeLimit) by truncation. With gamma, the true value is
     1 / (1 - gamma) when the end is a time limit, and at most (1 - gamma^length) / (1 - gamma)
     when it is a real termination."""
 
-    def __init__(self, length: int = 5, terminate: bool = True):
+    def __init__(self, length: int = 5, terminate: bool = True, box: bool = False):
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.action_space = gym.spaces.Discrete(2)
+        self.action_space = _action_space(box)
         self.length, self.terminate, self.t = length, terminate, 0
 
     def reset(self, *, seed=None, options=None):
@@ -67,34 +72,70 @@ class ConstantRewardEnv(gym.Env):
 
 
 class DictObsEnv(gym.Env):
-    """A Dict observation space: the scripts must flatten it."""
+    """A Dict observation space, which the scripts must flatten; episodes of 10 steps."""
 
-    def __init__(self):
+    def __init__(self, box: bool = False):
         self.observation_space = gym.spaces.Dict(
             {"position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32), "mode": gym.spaces.Discrete(3)}
         )
-        self.action_space = gym.spaces.Discrete(2)
+        self.action_space = _action_space(box)
         self.t = 0
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
+        self.observation_space.seed(seed)
         self.t = 0
         return self.observation_space.sample(), {}
 
     def step(self, action):
         self.t += 1
-        return self.observation_space.sample(), float(action), self.t >= 10, False, {}
+        return self.observation_space.sample(), float(np.sum(action)), self.t >= 10, False, {}
 
 
 def _register_test_envs():
-    if "test/ConstantTerminate-v0" in gym.registry:
+    """test/ConstantTerminate-v0, test/ConstantTruncate-v0, test/DictObs-v0 with Discrete(2)
+    actions, and the same ids ending in Box-v0 with Box(-1, 1, (1,)) actions."""
+    if "test/DictObs-v0" in gym.registry:
         return
-    gym.register("test/ConstantTerminate-v0", ConstantRewardEnv, kwargs={"terminate": True})
-    gym.register("test/ConstantTruncate-v0", ConstantRewardEnv, kwargs={"terminate": False}, max_episode_steps=5)
-    gym.register("test/DictObs-v0", DictObsEnv)
+    for suffix, box in (("", False), ("Box", True)):
+        gym.register(f"test/ConstantTerminate{suffix}-v0", ConstantRewardEnv, kwargs={"terminate": True, "box": box})
+        gym.register(
+            f"test/ConstantTruncate{suffix}-v0",
+            ConstantRewardEnv,
+            kwargs={"terminate": False, "box": box},
+            max_episode_steps=5,
+        )
+        gym.register(f"test/DictObs{suffix}-v0", DictObsEnv, kwargs={"box": box})
 
 
 _register_test_envs()
+
+
+@dataclass
+class PPOScript:
+    """What the shared PPO tests (tests/ppo_contract.py) need to know about one PPO script."""
+
+    name: str  # file name without .py
+    env_id: str  # a real env with the right action space, for tiny runs
+    tiny: dict  # Args overrides for a run of a few seconds: exactly 2 updates
+    test_env_suffix: str  # "" (Discrete actions) or "Box": which test/* envs fit the script
+    wrong_env_id: str  # an env with an action space the script refuses ...
+    wrong_env_message: str  # ... and what the refusal says
+    learn: dict  # Args overrides of the short learning test
+    learned_at_least: float  # greedy eval return the learning test must reach
+    broken_at_most: float  # and that a broken update must not reach
+
+    @property
+    def module(self):
+        return load_script(self.name)
+
+    def args(self, tmp_path, **overrides):
+        settings = {"env_id": self.env_id, "progress": False, **self.tiny, "runs_dir": str(tmp_path / "runs")}
+        return self.module.Args(**{**settings, **overrides})
+
+    @property
+    def batch(self) -> int:
+        return self.tiny["num_envs"] * self.tiny["num_steps"]
 
 
 @pytest.fixture

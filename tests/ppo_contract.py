@@ -1,0 +1,398 @@
+"""The tests every PPO script must pass, written once.
+
+Each tests/test_ppo_*.py defines a `sut` fixture returning its conftest.PPOScript and imports
+these tests with `from ppo_contract import *`, so pytest runs them once per script, under that
+script's test file. Script-specific tests (the action distribution, learning budgets) live in
+the script's own test file.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_scalars, run_cli
+
+
+# ---------------------------------------------------------------------------------------------
+# The math
+# ---------------------------------------------------------------------------------------------
+def test_gae_matches_seed_example(sut):
+    # Seed 002: gamma = lambda = 0.9, three rewards of 1, values 0.5, V(s_3) = 0.
+    advantages = sut.module.compute_gae(
+        torch.tensor([1.0, 1.0, 1.0]),
+        torch.tensor([0.5, 0.5, 0.5]),
+        torch.tensor([0.0, 0.0, 0.0]),
+        torch.tensor(0.0),
+        gamma=0.9,
+        gae_lambda=0.9,
+    )
+    torch.testing.assert_close(advantages, torch.tensor([2.04755, 1.355, 0.5]))
+
+
+def gae_by_sums(rewards, values, dones, last_value, gamma, lam):
+    """Reference: A_t = sum_l (gamma * lam)^l delta_{t+l}, summed until the episode ends."""
+    T, N = rewards.shape
+    next_values = np.vstack([values[1:], last_value[None]])
+    deltas = rewards + gamma * next_values * (1 - dones) - values
+    advantages = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            for k in range(t, T):
+                advantages[t, n] += (gamma * lam) ** (k - t) * deltas[k, n]
+                if dones[k, n]:
+                    break
+    return advantages
+
+
+def test_gae_batch_with_episode_ends_in_the_middle(sut):
+    rng = np.random.default_rng(0)
+    T, N = 7, 3
+    rewards, values, last_value = rng.normal(size=(T, N)), rng.normal(size=(T, N)), rng.normal(size=N)
+    dones = np.zeros((T, N))
+    dones[2, 0] = dones[5, 0] = 1  # two episodes end in env 0
+    dones[0, 1] = 1  # env 1 ends at its first step
+    dones[6, 2] = 1  # env 2 ends at the last step: last_value must not leak in
+    expected = gae_by_sums(rewards, values, dones, last_value, 0.97, 0.9)
+    t = [torch.tensor(x, dtype=torch.float64) for x in (rewards, values, dones, last_value)]
+    got = sut.module.compute_gae(*t, 0.97, 0.9)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    # The last step of env 2 is an episode end: its advantage is r - V, nothing bootstrapped.
+    assert got[6, 2].item() == pytest.approx(rewards[6, 2] - values[6, 2])
+
+
+@pytest.mark.parametrize(
+    "advantage, ratio, objective",
+    # Seed 001, epsilon = 0.2: the clipped objective min(r A, clip(r, 0.8, 1.2) A).
+    [(1, 0.5, 0.5), (1, 1.0, 1.0), (1, 1.5, 1.2), (1, 2.0, 1.2), (-1, 0.5, -0.8), (-1, 1.0, -1.0), (-1, 1.5, -1.5)],
+)
+def test_policy_loss_matches_clipping_table(sut, advantage, ratio, objective):
+    loss = sut.module.policy_loss(torch.tensor([ratio]), torch.tensor([float(advantage)]), clip_coef=0.2)
+    assert loss.item() == pytest.approx(-objective)
+
+
+def test_policy_loss_is_the_mean_over_the_batch(sut):
+    ratio = torch.tensor([0.5, 1.5, 1.5])
+    advantages = torch.tensor([1.0, 1.0, -1.0])
+    assert sut.module.policy_loss(ratio, advantages, 0.2).item() == pytest.approx(-(0.5 + 1.2 - 1.5) / 3)
+
+
+def test_value_loss_clipping_takes_the_worse_error(sut):
+    new, old, target = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([3.0])
+    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=False).item() == pytest.approx(0.5 * 1.0)
+    # Clipped prediction 0.2 is 2.8 from the target: the clipped error is the larger one.
+    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * 2.8**2)
+
+
+def test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise(sut):
+    assert sut.module.approx_kl(torch.ones(5)).item() == 0.0
+    assert sut.module.approx_kl(torch.tensor([0.5, 2.0])).item() > 0.0
+
+
+def test_running_mean_std_matches_numpy_over_chunks(sut):
+    rng = np.random.default_rng(1)
+    data = rng.normal(3.0, 2.0, size=(1000, 4))
+    rms = sut.module.RunningMeanStd((4,))
+    for chunk in np.array_split(data, [1, 10, 300, 301, 999]):
+        rms.update(torch.tensor(chunk))
+    np.testing.assert_allclose(rms.mean.numpy(), data.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(rms.var.numpy(), data.var(0), rtol=1e-10)
+    assert rms.count.item() == 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Truncation is bootstrapped, termination is not
+# ---------------------------------------------------------------------------------------------
+def learned_value(sut, tmp_path, end: str) -> float:
+    args = sut.args(
+        tmp_path, env_id=f"test/Constant{end}{sut.test_env_suffix}-v0", total_timesteps=12_800, num_envs=4,
+        num_steps=32, num_minibatches=1, update_epochs=10, gamma=0.9, anneal_lr=False, eval_episodes=0,
+        max_grad_norm=10.0, norm_obs=False, norm_reward=False,
+    )  # fmt: skip
+    result = sut.module.train(args)
+    agent, *_ = sut.module.load_agent(result["model_path"])
+    return agent.get_value(torch.zeros(1, 1)).item()
+
+
+def test_time_limit_is_bootstrapped_and_termination_is_not(sut, tmp_path):
+    # Reward 1 per step, episodes of 5 steps, gamma 0.9. Cut by a time limit, the true value is
+    # 1 / (1 - 0.9) = 10; after a real termination it is between 1 and 4.1 (2.6 on average).
+    truncated = learned_value(sut, tmp_path, "Truncate")
+    terminated = learned_value(sut, tmp_path, "Terminate")
+    assert truncated > 7.0, truncated
+    assert 1.5 < terminated < 4.0, terminated
+
+
+@pytest.mark.parametrize("end", ["Terminate", "Truncate"])
+def test_reward_scaling_restarts_the_return_at_every_episode_end(sut, tmp_path, end):
+    # Reward 1, episodes of 5 steps, gamma 0.9: each env's discounted return runs 1, 1.9, 2.71,
+    # 3.439, 4.0951 and starts again, whether the episode terminated or hit its time limit.
+    env_id = f"test/Constant{end}{sut.test_env_suffix}-v0"
+    result = sut.module.train(sut.args(tmp_path, env_id=env_id, norm_reward=True, gamma=0.9, eval_episodes=0))
+    saved = torch.load(result["model_path"], weights_only=True)["model"]
+    per_env = [sum(0.9**k for k in range(t % 5 + 1)) for t in range(result["global_step"] // sut.tiny["num_envs"])]
+    assert saved["return_rms.mean"].item() == pytest.approx(np.mean(per_env))
+    assert saved["return_rms.var"].item() == pytest.approx(np.var(per_env))
+    assert result["episodic_returns"][0] == 5.0  # logged returns stay raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs, logs, models, evaluation
+# ---------------------------------------------------------------------------------------------
+def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
+    result = sut.module.train(sut.args(tmp_path))
+    assert result["global_step"] == 2 * sut.batch
+    assert os.path.dirname(result["model_path"]) == result["run_dir"]
+    assert os.path.basename(result["run_dir"]).startswith(f"{sut.env_id}__{sut.name}__1__")
+    assert all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
+
+    scalars = read_scalars(result["run_dir"])
+    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
+                "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl",
+                "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/grad_norm",
+                "charts/advantage_mean", "charts/advantage_std", "eval/episodic_return"]:  # fmt: skip
+        assert tag in scalars, tag
+    logged = [v for _, v in scalars["charts/episodic_return"]]
+    np.testing.assert_allclose(logged, result["episodic_returns"], rtol=1e-6)
+    # Annealing: the second (last) update runs at half the learning rate.
+    lr = sut.module.Args().learning_rate
+    assert [v for _, v in scalars["charts/learning_rate"]] == pytest.approx([lr, lr / 2])
+
+    returns = sut.module.evaluate(result["model_path"], episodes=3, seed=5)
+    assert len(returns) == 3 and all(isinstance(r, float) for r in returns)
+    # Greedy play of the same model with the same seeds is reproducible.
+    assert sut.module.evaluate(result["model_path"], episodes=3, seed=5) == returns
+
+
+def test_same_seed_same_numbers(sut, tmp_path):
+    runs = [sut.module.train(sut.args(tmp_path / name, seed=seed)) for name, seed in (("a", 3), ("b", 3), ("c", 4))]
+    assert runs[0]["episodic_returns"] == runs[1]["episodic_returns"]
+    weights = [torch.load(r["model_path"], weights_only=True)["model"] for r in runs]
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+    assert any(not torch.equal(weights[0][n], weights[2][n]) for n in weights[0])
+
+
+def test_dict_observations_are_flattened(sut, tmp_path):
+    result = sut.module.train(sut.args(tmp_path, env_id=f"test/DictObs{sut.test_env_suffix}-v0"))
+    assert result["global_step"] == 2 * sut.batch
+    assert len(sut.module.evaluate(result["model_path"], episodes=1)) == 1
+
+
+def test_env_from_a_users_module(sut, tmp_path):
+    # `module:EnvId` imports the module first, which registers the env (here: conftest).
+    env_id = f"conftest:test/DictObs{sut.test_env_suffix}-v0"
+    result = sut.module.train(sut.args(tmp_path, env_id=env_id, eval_episodes=0))
+    assert result["global_step"] == 2 * sut.batch
+    assert os.path.basename(result["run_dir"]).startswith(f"conftest-test-DictObs{sut.test_env_suffix}-v0__")
+
+
+def test_capture_video_writes_videos(sut, tmp_path):
+    sut.module.train(sut.args(tmp_path, capture_video=True, eval_episodes=1))
+    assert list((tmp_path / "runs").glob("*/videos/*.mp4"))
+    assert list((tmp_path / "runs").glob("*/videos-eval/*.mp4"))
+
+
+def test_observation_statistics_are_saved_with_the_model(sut, tmp_path):
+    result = sut.module.train(sut.args(tmp_path, norm_obs=True))
+    saved = torch.load(result["model_path"], weights_only=True)["model"]
+    # Every observation the agent acted on was counted: the first ones and one per env step.
+    assert saved["obs_rms.count"].item() == result["global_step"] + sut.tiny["num_envs"]
+    assert not torch.equal(saved["obs_rms.mean"], torch.zeros_like(saved["obs_rms.mean"]))
+    agent, *_ = sut.module.load_agent(result["model_path"])
+    torch.testing.assert_close(agent.obs_rms.var, saved["obs_rms.var"])
+    # Evaluation uses the statistics frozen: the agent's copy does not move.
+    sut.module.evaluate(result["model_path"], episodes=2)
+    torch.testing.assert_close(agent.obs_rms.mean, saved["obs_rms.mean"])
+
+
+def test_no_model_when_not_asked(sut, tmp_path):
+    result = sut.module.train(sut.args(tmp_path, save_model=False, eval_episodes=0))
+    assert result["model_path"] is None
+    assert not os.path.exists(os.path.join(result["run_dir"], "model.pt"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and resume
+# ---------------------------------------------------------------------------------------------
+def test_resume_carries_on_where_the_checkpoint_left_off(sut, tmp_path, monkeypatch):
+    # 6 updates, a checkpoint every 3; keep a copy of the first one, as a run killed between the
+    # two checkpoints would have left it.
+    ppo, batch = sut.module, sut.batch
+    kept = tmp_path / "mid.pt"
+    original_save = ppo.save_atomic
+
+    def save_and_keep(obj, path):
+        original_save(obj, path)
+        if path.endswith("checkpoint.pt") and not kept.exists():
+            original_save(obj, str(kept))
+
+    monkeypatch.setattr(ppo, "save_atomic", save_and_keep)
+    args = sut.args(tmp_path, total_timesteps=6 * batch, checkpoint_every=3 * batch, eval_episodes=0)
+    full = ppo.train(args)
+    assert full["checkpoint_path"] and os.path.isfile(full["checkpoint_path"])
+    mid = torch.load(kept, weights_only=True)
+    assert mid["global_step"] == 3 * batch and mid["iteration"] == 3
+
+    # The resumed run takes its settings from the checkpoint, not from these defaults.
+    resumed = ppo.train(ppo.Args(resume=str(kept), progress=False))
+    assert resumed["global_step"] == 6 * batch
+    assert resumed["run_dir"] == full["run_dir"]
+    final = torch.load(os.path.join(resumed["run_dir"], "checkpoint.pt"), weights_only=True)
+    assert final["global_step"] == 6 * batch and final["iteration"] == 6
+    # The optimizer carried on: Adam's step count continued from the checkpoint's.
+    adam_steps = [s["step"].item() for s in final["optimizer"]["state"].values()]
+    assert adam_steps == [6 * args.update_epochs * args.num_minibatches] * len(adam_steps)
+    # The learning rate carried on down the same schedule: updates 4, 5, 6 of 6.
+    lrs = [v for s, v in read_scalars(resumed["run_dir"])["charts/learning_rate"] if s > 3 * batch]
+    assert lrs[-3:] == pytest.approx([args.learning_rate * (1 - k / 6) for k in (3, 4, 5)])
+
+
+def test_resume_restores_the_random_state(sut, tmp_path):
+    ppo = sut.module
+    first = ppo.train(sut.args(tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0))
+    checkpoint = torch.load(first["checkpoint_path"], weights_only=True)
+    # Extend the budget by one update and resume twice as saved, once with another RNG state.
+    checkpoint["args"]["total_timesteps"] = 2 * sut.batch
+    checkpoint["run_dir"] = ""
+    paths = [tmp_path / "same_a.pt", tmp_path / "same_b.pt", tmp_path / "other.pt"]
+    for path in paths[:2]:
+        torch.save(checkpoint, path)
+    checkpoint["torch_rng_state"] = torch.Generator().manual_seed(999).get_state()
+    torch.save(checkpoint, paths[2])
+    weights = []
+    for path in paths:
+        result = ppo.train(ppo.Args(resume=str(path), progress=False))
+        assert result["global_step"] == 2 * sut.batch
+        weights.append(torch.load(result["checkpoint_path"], weights_only=True)["model"])
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+    assert any(not torch.equal(weights[0][n], weights[2][n]) for n in weights[0])
+
+
+def test_interrupted_save_keeps_the_previous_file(sut, tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint.pt")
+    sut.module.save_atomic({"global_step": 1}, path)
+
+    def crash_halfway(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        sut.module.save_atomic({"global_step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"global_step": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Clear errors: one line, non-zero exit, no traceback
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(env_id="NoSuchEnv-v0"), "unknown environment id 'NoSuchEnv-v0'"),
+        (dict(env_id="no_such_module:Env-v0"), "unknown environment id"),
+        (dict(total_timesteps=0), "--total-timesteps must be positive"),
+        (dict(total_timesteps=-5), "--total-timesteps must be positive"),
+        (dict(num_envs=3, num_steps=5, num_minibatches=4), "does not divide into 4 minibatches"),
+        (dict(total_timesteps=100), "less than one batch"),
+        (dict(resume="missing/checkpoint.pt"), "no such file: missing/checkpoint.pt"),
+    ],
+)
+def test_bad_input_is_refused_clearly(sut, tmp_path, overrides, message):
+    with pytest.raises(sut.module.ConfigError, match=message):
+        sut.module.train(sut.args(tmp_path, **overrides))
+
+
+def test_wrong_action_space_names_the_right_script(sut, tmp_path):
+    with pytest.raises(sut.module.ConfigError, match=sut.wrong_env_message):
+        sut.module.train(sut.args(tmp_path, env_id=sut.wrong_env_id))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_refused(sut, tmp_path):
+    with pytest.raises(sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"):
+        sut.module.train(sut.args(tmp_path, cuda=True))
+
+
+def test_corrupt_or_foreign_files_are_refused(sut, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(256))
+    with pytest.raises(sut.module.ConfigError, match="cannot read"):
+        sut.module.evaluate(str(garbage))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(sut.module.ConfigError, match="missing"):
+        sut.module.train(sut.args(tmp_path, resume=str(foreign)))
+
+
+@pytest.mark.parametrize("case", ["unknown env", "corrupt model", "wrong action space"])
+def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
+    (in_tmp / "garbage.pt").write_bytes(b"not a checkpoint")
+    argv, message = {
+        "unknown env": (["--env-id", "NoSuchEnv-v0"], "unknown environment id"),
+        "corrupt model": (["--eval-only", "garbage.pt"], "cannot read garbage.pt"),
+        "wrong action space": (["--env-id", sut.wrong_env_id], sut.wrong_env_message),
+    }[case]
+    proc = run_cli(f"{sut.name}.py", *argv, "--no-progress", cwd=in_tmp)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0], proc.stderr
+
+
+def test_cli_trains_then_evaluates_the_saved_model(sut, in_tmp):
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in sut.tiny.items() if not isinstance(v, bool)]
+    proc = run_cli(f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout
+    (model,) = (in_tmp / "runs").glob(f"{sut.env_id}__{sut.name}__1__*/model.pt")
+    proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert "over 2 episodes" in proc.stdout
+
+
+def test_help_reads_like_a_manual(sut, in_tmp):
+    proc = run_cli(f"{sut.name}.py", "--help", cwd=in_tmp)
+    assert proc.returncode == 0
+    for text in ["--env-id", "--total-timesteps", "--clip-coef", "surrogate clipping", "--resume", "--no-progress"]:
+        assert text in proc.stdout, text
+
+
+def test_importing_does_nothing(sut, in_tmp):
+    path = str(sut.module.__file__)
+    code = f"import importlib.util as u; s = u.spec_from_file_location('m', {path!r}); s.loader.exec_module(u.module_from_spec(s))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=in_tmp, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+    assert list(in_tmp.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning: the script learns, and the same budget with a broken update does not
+# ---------------------------------------------------------------------------------------------
+def learning_score(sut, tmp_path) -> float:
+    settings = {"env_id": sut.env_id, "progress": False, "eval_episodes": 10, "save_model": False, **sut.learn}
+    args = sut.module.Args(**settings, runs_dir=str(tmp_path / "runs"))  # the script's defaults, not `tiny`
+    return float(np.mean(sut.module.train(args)["eval_returns"]))
+
+
+def test_learns(sut, tmp_path):
+    assert learning_score(sut, tmp_path) >= sut.learned_at_least
+
+
+def test_flipped_policy_gradient_does_not_learn(sut, tmp_path, monkeypatch):
+    original = sut.module.policy_loss
+    monkeypatch.setattr(sut.module, "policy_loss", lambda ratio, adv, clip: original(ratio, -adv, clip))
+    assert learning_score(sut, tmp_path) < sut.broken_at_most
+
+
+def test_zeroed_advantages_do_not_learn(sut, tmp_path, monkeypatch):
+    original = sut.module.compute_gae
+    monkeypatch.setattr(sut.module, "compute_gae", lambda *a, **k: torch.zeros_like(original(*a, **k)))
+    assert learning_score(sut, tmp_path) < sut.broken_at_most
+
+
+__all__ = [name for name in dir() if name.startswith("test_")]
