@@ -194,16 +194,27 @@ def plot(name: str, rows: list) -> None:
 
 
 def print_table(summary: list) -> None:
+    """Print, and write to results/summary.md, mean +- std over seeds of each experiment."""
     by_exp = {}
     for row in summary:
         by_exp.setdefault(row[0], []).append(row[4:7])  # eval mean, last-20 training mean, sps
+    lines = [
+        "| experiment | env | steps | seeds | greedy eval | last 20 training episodes | steps/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, rows in by_exp.items():
-        parts = []
-        for label, column in (("greedy eval", 0), ("last 20 training episodes", 1), ("steps/s", 2)):
-            vals = [float(r[column]) for r in rows if r[column] != ""]
-            if vals:
-                parts.append(f"{label} {np.mean(vals):.1f} +- {np.std(vals):.1f}")
-        print(f"{name} ({len(rows)} seeds): " + ", ".join(parts))
+        cells = []
+        for column in range(3):
+            values = [float(r[column]) for r in rows if r[column] != ""]
+            cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "")
+        exp = EXPERIMENTS[name]
+        lines.append(f"| {name} | {exp['env_id']} | {exp['steps']:,} | {len(rows)} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    # Merge with the rows of experiments not collected this time.
+    path = RESULTS / "summary.md"
+    old = path.read_text().splitlines()[2:] if path.exists() else []
+    kept = [line for line in old if line.split(" | ")[0][2:] not in by_exp]
+    path.write_text("\n".join(lines[:2] + sorted(kept + lines[2:])) + "\n")
 
 
 def main() -> None:
