@@ -67,9 +67,7 @@ class Args:
     checkpoint_every: int = 0
     """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
     checkpoint_buffer: bool = False
-    """store the replay buffer in `checkpoint.pt` too (HalfCheetah at 1M transitions: 168 MB). Without it a
-    resumed run starts from an empty buffer: it collects `learning_starts` steps with the current policy,
-    without updates, before it learns again"""
+    """store the replay buffer in `checkpoint.pt` too (HalfCheetah at 1M transitions: 168 MB); without it a resumed run starts from an empty buffer and refills it with `learning_starts` steps of the current policy before it updates again"""
     resume: Optional[str] = None
     """path of a `checkpoint.pt` to carry on from: its args, weights, optimizers, step and RNG"""
     eval_only: Optional[str] = None
@@ -83,11 +81,9 @@ class Args:
 
     # Algorithm
     num_envs: int = 1
-    """parallel environments (gymnasium SyncVectorEnv); each vector step stores num_envs transitions and takes
-    one gradient update, as in CleanRL"""
+    """parallel environments (gymnasium SyncVectorEnv); each vector step stores num_envs transitions and takes one gradient update, as in CleanRL"""
     buffer_size: int = 1_000_000
-    """replay buffer capacity in transitions. Each one is 2 * obs + action + 2 float32 values: for HalfCheetah
-    (obs 17, action 6) 42 * 4 = 168 bytes, so 1M transitions take 168 MB, paged in as the buffer fills"""
+    """replay buffer capacity in transitions, each 2 * obs + action + 2 float32 values: HalfCheetah (obs 17, action 6) takes 42 * 4 = 168 bytes a transition, 168 MB for 1M, paged in as the buffer fills"""
     gamma: float = 0.99
     """discount factor"""
     tau: float = 0.005

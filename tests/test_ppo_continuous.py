@@ -1,0 +1,99 @@
+"""Tests of ppo_continuous.py: the shared PPO contract (tests/ppo_contract.py) with Pendulum-v1,
+plus what only the Gaussian policy has: its log-probability, the tanh squash, action clipping."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PPOScript
+from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
+
+SCRIPT = PPOScript(
+    name="ppo_continuous",
+    env_id="Pendulum-v1",
+    # 2 updates of 2 envs x 128 steps: each env finishes one 200-step Pendulum episode.
+    tiny=dict(total_timesteps=512, num_envs=2, num_steps=128, num_minibatches=2, update_epochs=2, eval_episodes=2),
+    test_env_suffix="Box",
+    wrong_env_id="CartPole-v1",
+    wrong_env_message="use ppo_discrete.py",
+    # The Pendulum preset of the README, 65k steps: about 35 s here. Random play scores about -1200.
+    learn=dict(
+        env_id="Pendulum-v1",
+        total_timesteps=65_536,
+        num_envs=4,
+        num_steps=1024,
+        num_minibatches=16,
+        gamma=0.9,
+        learning_rate=1e-3,
+    ),  # fmt: skip
+    learned_at_least=-600.0,
+    broken_at_most=-900.0,
+)
+ppo = SCRIPT.module
+
+
+@pytest.fixture
+def sut():
+    return SCRIPT
+
+
+def test_gaussian_log_prob_matches_torch_normal():
+    mean, log_std = torch.randn(5, 3), torch.randn(5, 3) * 0.3
+    x = torch.randn(5, 3)
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(x).sum(-1)
+    torch.testing.assert_close(ppo.gaussian_log_prob(x, mean, log_std), expected)
+
+
+def test_squashed_log_prob_matches_change_of_variables():
+    # Density of a = tanh(u), u ~ N(mean, std^2): p(a) = N(u) / |det da/du|, with the Jacobian
+    # computed by autograd, independently of the closed form in the script.
+    # In float64, so that the reference stays exact where tanh(u) is close to +-1.
+    mean, log_std = torch.tensor([0.3, -1.0], dtype=torch.float64), torch.tensor([-0.2, 0.4], dtype=torch.float64)
+    for u in torch.tensor([[0.1, -0.5], [2.5, -3.0], [9.0, -0.01]], dtype=torch.float64):
+        jacobian = torch.autograd.functional.jacobian(torch.tanh, u)
+        expected = ppo.gaussian_log_prob(u, mean, log_std) - torch.logdet(jacobian)
+        got = ppo.gaussian_log_prob(u, mean, log_std) - ppo.tanh_log_det_jacobian(u)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    # ... and where float32 tanh(u) rounds to 1, the closed form stays finite.
+    assert torch.isfinite(ppo.tanh_log_det_jacobian(torch.tensor([30.0, -30.0])))
+
+
+def test_squashed_density_integrates_to_one():
+    # Monte-Carlo check of the same density from the other side: integrate p(a) over (-1, 1).
+    mean, log_std = torch.tensor([0.4]), torch.tensor([-0.3])
+    a = torch.linspace(-0.9999, 0.9999, 200_001, dtype=torch.float64)
+    u = torch.atanh(a).unsqueeze(-1)
+    log_p = ppo.gaussian_log_prob(u, mean.double(), log_std.double()) - ppo.tanh_log_det_jacobian(u)
+    assert torch.trapezoid(log_p.exp(), a).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_only_the_env_action_is_clipped_or_squashed():
+    low, high = np.array([-2.0, 0.0]), np.array([2.0, 1.0])
+    u = np.array([3.0, -0.5])
+    np.testing.assert_allclose(ppo.to_env_action(u, low, high, squash=False), [2.0, 0.0])
+    squashed = ppo.to_env_action(u, low, high, squash=True)
+    np.testing.assert_allclose(squashed, low + 0.5 * (np.tanh(u) + 1) * (high - low))
+    assert np.all(squashed >= low) and np.all(squashed <= high)
+
+
+def test_stored_actions_are_not_clipped(tmp_path, monkeypatch):
+    # A wide initial std makes Pendulum actions (bounds +-2) fall outside the bounds often; the
+    # log-probs the update trains on must be those of the unclipped samples.
+    seen = []
+    original = ppo.Agent.evaluate_actions
+
+    def record(self, obs, actions):
+        seen.append(actions.detach().clone())
+        return original(self, obs, actions)
+
+    monkeypatch.setattr(ppo.Agent, "evaluate_actions", record)
+    ppo.train(SCRIPT.args(tmp_path, init_log_std=1.5, eval_episodes=0))
+    assert seen[0].abs().max().item() > 2.0
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_both_policies_train_and_evaluate(tmp_path, squash):
+    result = ppo.train(SCRIPT.args(tmp_path, squash=squash))
+    agent, saved, *_ = ppo.load_agent(result["model_path"])
+    assert agent.squash is squash and saved.squash is squash
+    assert len(ppo.evaluate(result["model_path"], episodes=1)) == 1
