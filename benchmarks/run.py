@@ -58,6 +58,13 @@ EXPERIMENTS = {
             "--gamma 0.99 --gae-lambda 0.94 --ent-coef 0.0 --norm-obs --norm-reward"
         ).split(),
     },
+    "pendulum": {
+        "script": "ppo_continuous.py",
+        "env_id": "Pendulum-v1",
+        "steps": 200_000,
+        "flags": "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3".split(),
+    },
+    "halfcheetah": {"script": "ppo_continuous.py", "env_id": "HalfCheetah-v4", "steps": 1_000_000, "flags": []},
     "cartpole-speed": {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
@@ -194,27 +201,31 @@ def plot(name: str, rows: list) -> None:
 
 
 def print_table(summary: list) -> None:
-    """Print, and write to results/summary.md, mean +- std over seeds of each experiment."""
+    """Print, and merge into results/summary.md, mean +- std over seeds of each experiment:
+    returns for the learning experiments, steps/s for the speed ones (names with "speed")."""
     by_exp = {}
     for row in summary:
         by_exp.setdefault(row[0], []).append(row[4:7])  # eval mean, last-20 training mean, sps
-    lines = [
-        "| experiment | env | steps | seeds | greedy eval | last 20 training episodes | steps/s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    lines = []
     for name, rows in by_exp.items():
+        exp = EXPERIMENTS[name]
+        columns = (2,) if "speed" in name else (0, 1)
         cells = []
-        for column in range(3):
+        for column in columns:
             values = [float(r[column]) for r in rows if r[column] != ""]
             cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "")
-        exp = EXPERIMENTS[name]
         lines.append(f"| {name} | {exp['env_id']} | {exp['steps']:,} | {len(rows)} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
-    # Merge with the rows of experiments not collected this time.
     path = RESULTS / "summary.md"
-    old = path.read_text().splitlines()[2:] if path.exists() else []
-    kept = [line for line in old if line.split(" | ")[0][2:] not in by_exp]
-    path.write_text("\n".join(lines[:2] + sorted(kept + lines[2:])) + "\n")
+    old = [line for line in path.read_text().splitlines() if line.startswith("| ")] if path.exists() else []
+    rows = sorted([line for line in old if line.split(" | ")[0][2:] not in by_exp and "---" not in line
+                   and not line.startswith("| experiment")] + lines)  # fmt: skip
+    head = "| experiment | env | steps | seeds |"
+    text = "Returns: mean ± std over seeds.\n\n" + head + " greedy eval | last 20 training episodes |\n"
+    text += "| --- | --- | --- | --- | --- | --- |\n" + "".join(r + "\n" for r in rows if "speed" not in r)
+    text += "\nSpeed: steps per second, mean ± std over seeds.\n\n" + head + " steps/s |\n"
+    text += "| --- | --- | --- | --- | --- |\n" + "".join(r + "\n" for r in rows if "speed" in r)
+    path.write_text(text)
 
 
 def main() -> None:
