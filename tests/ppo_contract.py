@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -312,6 +313,15 @@ def test_wrong_action_space_names_the_right_script(sut, tmp_path):
         sut.module.train(sut.args(tmp_path, env_id=sut.wrong_env_id))
 
 
+def test_missing_env_dependency_says_what_to_install(sut, tmp_path, monkeypatch):
+    def make_without_mujoco(env_id, **kwargs):
+        raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
+
+    monkeypatch.setattr(gym, "make", make_without_mujoco)
+    with pytest.raises(sut.module.ConfigError, match="needs a package that is missing.*pip install"):
+        sut.module.train(sut.args(tmp_path, env_id="HalfCheetah-v4"))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_a_gpu_is_refused(sut, tmp_path):
     with pytest.raises(sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"):
@@ -350,9 +360,11 @@ def test_cli_trains_then_evaluates_the_saved_model(sut, in_tmp):
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout
     (model,) = (in_tmp / "runs").glob(f"{sut.env_id}__{sut.name}__1__*/model.pt")
-    proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp)
+    proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", "--seed", "7", cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr
-    assert "over 2 episodes" in proc.stdout
+    # A fresh process that reloads the model plays exactly the games this one plays.
+    printed = proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1]
+    assert printed == str(sut.module.evaluate(str(model), episodes=2, seed=7))
 
 
 def test_help_reads_like_a_manual(sut, in_tmp):
