@@ -97,3 +97,8 @@ def test_both_policies_train_and_evaluate(tmp_path, squash):
     agent, saved, *_ = ppo.load_agent(result["model_path"])
     assert agent.squash is squash and saved.squash is squash
     assert len(ppo.evaluate(result["model_path"], episodes=1)) == 1
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "HalfCheetah-v5", "BipedalWalker-v3"])
+def test_mujoco_and_box2d_envs_are_accepted(env_id):
+    ppo.check_env(env_id)  # raises ConfigError when the env or its engine is missing
