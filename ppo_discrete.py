@@ -445,17 +445,18 @@ def train(args: Args) -> dict:
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    # What the running statistics are updated with, once per rollout: the raw observations
+    # acted on, and each env's discounted return (for reward scaling).
+    raw_obs_np = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    returns_np = np.zeros((args.num_steps, args.num_envs))
 
-    def to_obs_tensor(raw, update_stats: bool) -> torch.Tensor:
-        x = torch.as_tensor(raw, dtype=torch.float32, device=device).reshape(-1, obs_dim)
-        if update_stats and agent.obs_rms is not None:
-            agent.obs_rms.update(x)
-        return agent.normalize(x)
+    def to_obs_tensor(raw) -> torch.Tensor:
+        return agent.normalize(torch.as_tensor(raw, dtype=torch.float32, device=device).reshape(-1, obs_dim))
 
     # A resumed run starts fresh episodes, seeded differently from the first start.
     raw_obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
-    next_obs = to_obs_tensor(raw_obs, update_stats=True)
-    discounted_return = np.zeros(args.num_envs)  # per env, for --norm-reward
+    next_obs = to_obs_tensor(raw_obs)
+    discounted_return = np.zeros(args.num_envs)
     episodic_returns, episodic_lengths = [], []
     last_checkpoint_step = global_step
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
@@ -476,20 +477,17 @@ def train(args: Args) -> dict:
                 for step in range(args.num_steps):
                     global_step += args.num_envs
                     obs[step] = next_obs
+                    raw_obs_np[step] = raw_obs.reshape(args.num_envs, obs_dim)
                     action = agent.sample_action(next_obs)
                     actions[step] = action
                     raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                    if agent.return_rms is not None:
-                        # Scale by the std of the discounted return, not of the reward (as the
-                        # original PPO code does); each env's return restarts at its episode end,
-                        # truncations included.
-                        discounted_return = discounted_return * args.gamma + reward
-                        agent.return_rms.update(torch.as_tensor(discounted_return))
-                        reward = np.clip(reward / np.sqrt(agent.return_rms.var.item() + 1e-8), -10, 10)
-                        discounted_return[terminations | truncations] = 0.0
                     rewards_np[step] = reward
                     dones_np[step] = np.logical_or(terminations, truncations)
-                    next_obs = to_obs_tensor(raw_obs, update_stats=True)
+                    next_obs = to_obs_tensor(raw_obs)
+                    # Each env's discounted return restarts at its episode end, truncations included.
+                    discounted_return = discounted_return * args.gamma + reward
+                    returns_np[step] = discounted_return
+                    discounted_return[terminations | truncations] = 0.0
 
                     # Time-limit truncation is not failure: remember the real last observation,
                     # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
@@ -504,6 +502,11 @@ def train(args: Args) -> dict:
                             writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
                             writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
 
+                if agent.return_rms is not None:
+                    # Scale rewards by the std of the discounted return, not of the reward, as
+                    # the original PPO code does; the statistics include this rollout's returns.
+                    agent.return_rms.update(torch.as_tensor(returns_np.reshape(-1), device=device))
+                    rewards_np[:] = np.clip(rewards_np / np.sqrt(agent.return_rms.var.item() + 1e-8), -10, 10)
                 rewards = torch.as_tensor(rewards_np, device=device).clone()
                 dones = torch.as_tensor(dones_np, device=device)
                 b_obs = obs.reshape(-1, obs_dim)
@@ -511,12 +514,18 @@ def train(args: Args) -> dict:
                 b_logprobs, _, b_values = agent.evaluate_actions(b_obs, b_actions)
                 values = b_values.reshape(args.num_steps, args.num_envs)
                 if truncated_obs:
-                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs), update_stats=False))
+                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
                     for (step, env_idx), final_value in zip(truncated_slots, final_values):
                         rewards[step, env_idx] += args.gamma * final_value
                 next_value = agent.get_value(next_obs)
                 advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
                 returns = advantages + values
+
+                # Observation statistics: updated once per rollout, after its advantages, so that
+                # every step of a batch (and its bootstrap values) saw the same normalization.
+                if agent.obs_rms is not None:
+                    agent.obs_rms.update(torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device))
+                    next_obs = to_obs_tensor(raw_obs)
 
             b_advantages = advantages.reshape(-1)
             b_returns = returns.reshape(-1)
