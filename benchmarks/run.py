@@ -6,7 +6,8 @@
         --baseline cleanrl-speed=/path/to/cleanrl/ppo.py --baseline cleanrl-speed-1thread=/path/to/cleanrl/ppo.py
 
 Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its log; a
-`done.json` there marks it finished, so a stopped benchmark carries on where it was. Then the
+`done.json` there marks it finished, so a stopped benchmark carries on where it was (a run whose
+flags or script have changed since is run again). Then the
 TensorBoard events of every finished run are read into:
     benchmarks/results/curves.csv    mean training return per step bin, per run
     benchmarks/results/summary.csv   per run: final greedy evaluation, last training returns, steps/s
@@ -16,6 +17,7 @@ Speed is only comparable between runs of one invocation with --jobs 1.
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -91,10 +93,13 @@ def run_one(name: str, seed: int, baselines: dict) -> str:
            "--total-timesteps", str(exp["steps"]), *exp["flags"]]  # fmt: skip
     if not exp.get("baseline"):
         cmd += ["--runs-dir", "runs", "--no-progress"]
+    script_hash = hashlib.sha256(Path(script).read_bytes()).hexdigest()
     done = work / "done.json"
-    if done.exists() and json.loads(done.read_text())["command"][1:] == cmd[1:]:
-        return f"{name} seed {seed}: already done"
-    # Not run yet, stopped halfway, or run with other flags: start it afresh.
+    if done.exists():
+        record = json.loads(done.read_text())
+        if record["command"][1:] == cmd[1:] and record.get("script_sha256") == script_hash:
+            return f"{name} seed {seed}: already done"
+    # Not run yet, stopped halfway, or run with other flags or another version of the script.
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     start = time.time()
@@ -105,7 +110,7 @@ def run_one(name: str, seed: int, baselines: dict) -> str:
         rc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         return f"{name} seed {seed}: FAILED (exit {rc}), see {work / 'log.txt'}"
-    record = {"command": cmd, "seconds": round(time.time() - start, 1)}
+    record = {"command": cmd, "script_sha256": script_hash, "seconds": round(time.time() - start, 1)}
     (work / "done.json").write_text(json.dumps(record, indent=1))
     return f"{name} seed {seed}: done in {record['seconds']} s"
 

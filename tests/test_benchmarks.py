@@ -29,3 +29,12 @@ def test_runner_runs_skips_reruns_and_collects(tmp_path, monkeypatch):
     bench.EXPERIMENTS["tiny"]["flags"] = [*flags[:-1], "1"]
     assert "done in" in bench.run_one("tiny", 1, {})
     assert len(list((tmp_path / "runs" / "tiny" / "seed1" / "runs").iterdir())) == 1
+
+    # A changed script: its old results no longer count either.
+    script = tmp_path / "ppo_discrete_copy.py"
+    script.write_bytes((bench.ROOT / "ppo_discrete.py").read_bytes())
+    bench.EXPERIMENTS["tiny"]["script"] = str(script)
+    assert "done in" in bench.run_one("tiny", 1, {})
+    assert bench.run_one("tiny", 1, {}) == "tiny seed 1: already done"
+    script.write_text(script.read_text() + "# changed\n")
+    assert "done in" in bench.run_one("tiny", 1, {})
