@@ -46,7 +46,7 @@ class Args:
     """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
     track: bool = False
     """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
-    wandb_project_name: str = "ppo-reference"
+    wandb_project_name: str = "reference-rl"
     """Weights & Biases project"""
     wandb_entity: Optional[str] = None
     """Weights & Biases team or user"""

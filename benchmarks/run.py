@@ -67,6 +67,7 @@ EXPERIMENTS = {
         "flags": "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3".split(),
     },
     "halfcheetah": {"script": "ppo_continuous.py", "env_id": "HalfCheetah-v4", "steps": 1_000_000, "flags": []},
+    "sac-pendulum": {"script": "sac.py", "env_id": "Pendulum-v1", "steps": 20_000, "flags": []},
     "cartpole-speed": {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
