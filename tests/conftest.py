@@ -50,25 +50,29 @@ def _action_space(box: bool) -> gym.Space:
 
 
 class ConstantRewardEnv(gym.Env):
-    """One constant observation, reward 1 per step, and the episode ends after `length` steps,
-    by termination or (through TimeLimit) by truncation. With gamma, the true value is
-    1 / (1 - gamma) when the end is a time limit, and at most (1 - gamma^length) / (1 - gamma)
-    when it is a real termination."""
+    """Reward `reward` per step, and the episode ends after `length` steps, by termination or
+    (through TimeLimit) by truncation. The observation is constant 0, or with `observe_step` the
+    step count (0 after reset, t after step t, so a stored next_obs must be obs + 1).
+    With reward 1 and gamma, the true value of the constant observation is 1 / (1 - gamma) when
+    the end is a time limit, and at most (1 - gamma^length) / (1 - gamma) after a termination."""
 
-    def __init__(self, length: int = 5, terminate: bool = True, box: bool = False):
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    def __init__(self, length=5, terminate=True, box=False, reward=1.0, observe_step=False):
+        self.observation_space = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
         self.action_space = _action_space(box)
-        self.length, self.terminate, self.t = length, terminate, 0
+        self.length, self.terminate, self.reward, self.observe_step = length, terminate, reward, observe_step
+        self.t = 0
+
+    def observation(self):
+        return np.array([self.t if self.observe_step else 0.0], np.float32)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
-        return np.zeros(1, np.float32), {}
+        return self.observation(), {}
 
     def step(self, action):
         self.t += 1
-        terminated = self.terminate and self.t >= self.length
-        return np.zeros(1, np.float32), 1.0, terminated, False, {}
+        return self.observation(), self.reward, self.terminate and self.t >= self.length, False, {}
 
 
 class DictObsEnv(gym.Env):
@@ -94,7 +98,8 @@ class DictObsEnv(gym.Env):
 
 def _register_test_envs():
     """test/ConstantTerminate-v0, test/ConstantTruncate-v0, test/DictObs-v0 with Discrete(2)
-    actions, and the same ids ending in Box-v0 with Box(-1, 1, (1,)) actions."""
+    actions, the same ids ending in Box-v0 with Box(-1, 1, (1,)) actions, and
+    test/CounterTerminateBox-v0, test/CounterTruncateBox-v0 that observe the step count."""
     if "test/DictObs-v0" in gym.registry:
         return
     for suffix, box in (("", False), ("Box", True)):
@@ -106,6 +111,11 @@ def _register_test_envs():
             max_episode_steps=5,
         )
         gym.register(f"test/DictObs{suffix}-v0", DictObsEnv, kwargs={"box": box})
+    counter = {"box": True, "reward": 0.0, "observe_step": True}
+    gym.register("test/CounterTerminateBox-v0", ConstantRewardEnv, kwargs={**counter, "terminate": True})
+    gym.register(
+        "test/CounterTruncateBox-v0", ConstantRewardEnv, kwargs={**counter, "terminate": False}, max_episode_steps=5
+    )
 
 
 _register_test_envs()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script, read_scalars, run_cli
+from conftest import ConstantRewardEnv, load_script, read_scalars, run_cli
 
 # Two tests of the PPO contract need nothing of PPO, only `sut.module`: they run for sac.py too.
 from ppo_contract import test_importing_does_nothing, test_interrupted_save_keeps_the_previous_file  # noqa: F401
@@ -31,38 +31,15 @@ def tiny_args(tmp_path, **overrides) -> "sac.Args":
 
 
 # ---------------------------------------------------------------------------------------------
-# Tiny environments with Box actions (conftest's have Discrete actions)
+# An env whose Box actions have no bounds (the others are in conftest)
 # ---------------------------------------------------------------------------------------------
-class CounterEnv(gym.Env):
-    """The observation counts the steps of the episode: 0 after reset, t after step t. Ends at
-    step 5, by termination or (through TimeLimit) by truncation. So every stored transition
-    must read next_obs = obs + 1, also at the episode's end, where the env has already been
-    reset to 0 by the vector env."""
-
-    def __init__(self, terminate: bool = True):
-        self.observation_space = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.terminate, self.t = terminate, 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([self.t], np.float32), 0.0, self.terminate and self.t >= 5, False, {}
-
-
-class UnboundedActionEnv(CounterEnv):
+class UnboundedActionEnv(ConstantRewardEnv):
     def __init__(self):
         super().__init__()
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
 
 
-if "test/SacCounterTerminate-v0" not in gym.registry:
-    gym.register("test/SacCounterTerminate-v0", CounterEnv, kwargs={"terminate": True})
-    gym.register("test/SacCounterTruncate-v0", CounterEnv, kwargs={"terminate": False}, max_episode_steps=5)
+if "test/SacUnbounded-v0" not in gym.registry:
     gym.register("test/SacUnbounded-v0", UnboundedActionEnv)
 
 
@@ -180,9 +157,9 @@ def test_replay_buffer_wraps_around_and_samples_whole_transitions():
     np.testing.assert_array_equal(restored.next_obs, buffer.next_obs)
 
 
-@pytest.mark.parametrize("env_id, terminated", [("test/SacCounterTruncate-v0", 0.0), ("test/SacCounterTerminate-v0", 1.0)])  # fmt: skip
+@pytest.mark.parametrize("env_id, terminated", [("test/CounterTruncateBox-v0", 0.0), ("test/CounterTerminateBox-v0", 1.0)])  # fmt: skip
 def test_episode_ends_store_the_real_last_observation(tmp_path, env_id, terminated):
-    # 2 envs x 20 steps of CounterEnv, episodes of 5 steps; the checkpoint carries the buffer.
+    # 2 envs x 20 steps of the step-counting env, episodes of 5 steps; the checkpoint carries the buffer.
     args = tiny_args(tmp_path, env_id=env_id, num_envs=2, total_timesteps=40, learning_starts=20, batch_size=4,
                      hidden_size=8, eval_episodes=0, checkpoint_every=40, checkpoint_buffer=True)  # fmt: skip
     result = sac.train(args)
