@@ -1,0 +1,730 @@
+"""Proximal Policy Optimization (PPO) from pixels: Atari games, in one file.
+
+PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience
+with the current policy, estimates advantages with GAE (Schulman et al. 2015,
+https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
+clipped surrogate objective that keeps the new policy close to the one that collected the data.
+The network is the convolutional one of the DQN Nature paper (Mnih et al. 2015), shared by the
+policy and the value; the settings are those of the PPO paper's Atari experiments.
+
+The games run in ale_py's C++ vector environment (ROMs included), which does the standard
+preprocessing in its own threads: 4 frames skipped per action with a max over the last two,
+84x84 grayscale, a stack of the last 4 frames, up to 30 no-op actions at the start of a game.
+`--env-id` takes the names users know: BreakoutNoFrameskip-v4, ALE/Breakout-v5, Breakout and
+breakout all name the same game; the settings below, not the id, decide the preprocessing.
+
+Reproduce the README's Breakout run (10M agent steps = 40M frames; a GPU makes it practical):
+    python ppo_atari.py --env-id BreakoutNoFrameskip-v4 --cuda --seed 1
+Evaluate a saved model (full games, all lives):
+    python ppo_atari.py --eval-only runs/<run>/model.pt
+"""
+
+import difflib
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from ale_py.vector_env import AtariVectorEnv
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # Experiment
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """Atari game: `BreakoutNoFrameskip-v4`, `ALE/Breakout-v5`, `Breakout` or `breakout` name the same game"""
+    total_timesteps: int = 10_000_000
+    """total agent steps to train for, summed over all parallel environments (one step = 4 frames)"""
+    seed: int = 1
+    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
+    cuda: bool = False
+    """train on the GPU; stops with an error when no CUDA device is present"""
+    torch_threads: int = 2
+    """torch CPU threads (the convolutions use them; the emulators have their own threads)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "reference-rl"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    capture_video: bool = False
+    """record videos of the evaluation games to `{run_dir}/videos-eval` (training runs in C++, unseen)"""
+    save_model: bool = True
+    """write `model.pt` (weights, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many agent steps (0: never); `--resume` reads it"""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` games and exit, no training"""
+    eval_episodes: int = 10
+    """full games (all lives) of the deterministic (greedy) policy played after training (0: skip)"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
+
+    # Atari environment (defaults: the NoFrameskip-v4 protocol of the PPO and CleanRL benchmarks)
+    env_threads: int = 0
+    """threads of ale_py's vector environment (0: one per CPU core)"""
+    frame_skip: int = 4
+    """emulator frames per agent step; the observation is the max of the last two"""
+    frame_stack: int = 4
+    """frames stacked into one observation"""
+    noop_max: int = 30
+    """at most this many random no-op actions start each game, so starts differ"""
+    repeat_action_probability: float = 0.0
+    """sticky actions: chance that the emulator repeats the previous action (ALE v5 uses 0.25)"""
+    max_episode_frames: int = 108_000
+    """a game is truncated after this many emulator frames (30 minutes of play)"""
+    life_loss_ends_bootstrap: bool = True
+    """a lost life ends the value bootstrap, as if the game were over (the reported score still
+    covers the whole game)"""
+    clip_rewards: bool = True
+    """train on sign(reward) in {-1, 0, 1}; the logged returns are always the real game score"""
+
+    # Algorithm
+    num_envs: int = 8
+    """parallel games (ale_py's AtariVectorEnv)"""
+    num_steps: int = 128
+    """steps per environment per rollout; the batch is num_envs * num_steps"""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """lambda of generalized advantage estimation (0: one-step TD, 1: Monte Carlo)"""
+    num_minibatches: int = 4
+    """minibatches per epoch; the batch must divide evenly into them"""
+    update_epochs: int = 4
+    """passes over the batch per update"""
+    norm_adv: bool = True
+    """normalize advantages within each minibatch"""
+    clip_coef: float = 0.1
+    """surrogate clipping coefficient epsilon: the ratio is clipped to [1 - eps, 1 + eps]"""
+    clip_vloss: bool = True
+    """clip the value update to clip_coef around the old value, as in the original PPO code"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient norm clipping threshold"""
+    target_kl: Optional[float] = None
+    """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
+
+
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+def check_env(env_id: str) -> str:
+    """Return the ROM name of the game that env_id names ('BreakoutNoFrameskip-v4',
+    'ALE/Breakout-v5', 'Breakout' -> 'breakout'), or refuse it in one line."""
+    rom_ids = ale_py.roms.get_all_rom_ids()
+    name = env_id.split("/")[-1]
+    name = re.sub(r"(-ram)?(NoFrameskip|Deterministic)?(-v\d+)?$", "", name)
+    game = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()  # MsPacman -> ms_pacman
+    if game in rom_ids:
+        return game
+    gym.register_envs(ale_py)
+    if env_id in gym.registry:
+        raise ConfigError(f"{env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py")
+    close = difflib.get_close_matches(game, rom_ids, n=5, cutoff=0.6)
+    hint = f"; close matches: {', '.join(close)}" if close else "; ale_py's games: ale_py.roms.get_all_rom_ids()"
+    raise ConfigError(f"unknown environment id {env_id!r}: no Atari game {game!r}{hint}")
+
+
+def make_env(game: str, args: Args, capture_video: bool, video_dir: str) -> gym.Env:
+    """One game with the vector env's preprocessing, for evaluation and video: the same pixels
+    the agent trained on (tests/test_ppo_atari.py checks it frame by frame)."""
+    env = ale_py.env.AtariEnv(
+        game=game,
+        frameskip=1,  # AtariPreprocessing skips the frames, keeping the last two for the max
+        repeat_action_probability=args.repeat_action_probability,
+        max_num_frames_per_episode=args.max_episode_frames,
+        render_mode="rgb_array" if capture_video else None,
+    )
+    if capture_video:
+        env = gym.wrappers.RecordVideo(env, video_dir, fps=60, disable_logger=True)  # every emulator frame
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=args.noop_max, frame_skip=args.frame_skip, screen_size=84)
+    return gym.wrappers.FrameStackObservation(env, args.frame_stack, padding_type="zero")
+
+
+def make_vector_env(args: Args, game: str) -> gym.vector.VectorEnv:
+    envs = AtariVectorEnv(
+        game,
+        args.num_envs,
+        num_threads=args.env_threads,
+        # SAME_STEP: a finished env resets inside the step that ended it, so every returned
+        # observation is one the agent acts on, and the real last one is in infos["final_obs"].
+        # (This env's default is NEXT_STEP, which returns the last observation and then needs
+        # one more step, with an ignored action, to start the next game.)
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        frameskip=args.frame_skip,
+        stack_num=args.frame_stack,
+        noop_max=args.noop_max,
+        repeat_action_probability=args.repeat_action_probability,
+        max_num_frames_per_episode=args.max_episode_frames,
+        # The game goes on across lives and the rewards arrive unclipped, so the statistics
+        # below record real scores; the training loop does the life loss and the clipping.
+        episodic_life=False,
+        reward_clipping=False,
+        # Without a FIRE at reset the evaluation env above sees the very same frames; the agent
+        # learns to press FIRE anyway, since it must after every lost life.
+        use_fire_reset=False,
+    )
+    # Records the raw environment reward, whatever the agent is trained on.
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The math, as pure functions
+# ---------------------------------------------------------------------------------------------
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
+    """Generalized advantage estimation, shapes [T] or [T, N].
+
+    dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
+    reward already holds the bootstrap gamma * V(final_obs)); last_value = V(s_T).
+        delta_t = r_t + gamma * V(s_{t+1}) * (1 - done_t) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+    The returns (value targets) are advantages + values.
+    """
+    not_done = 1.0 - dones
+    next_values = torch.cat([values[1:], last_value.unsqueeze(0)])
+    deltas = rewards + gamma * next_values * not_done - values
+    decay = gamma * gae_lambda * not_done
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        next_advantage = deltas[t] + decay[t] * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """Clipped surrogate loss: -mean(min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A))."""
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    return -torch.min(unclipped, clipped).mean()
+
+
+def value_loss(
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_coef: float,
+    clip_vloss: bool,
+) -> torch.Tensor:
+    """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
+    where the clipped prediction stays within clip_coef of the value that collected the data."""
+    unclipped = (new_values - returns) ** 2
+    if not clip_vloss:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def approx_kl(ratio: torch.Tensor) -> torch.Tensor:
+    """Estimate of KL(old || new) from probability ratios r = pi_new / pi_old: mean((r - 1) - log r),
+    unbiased and never negative (http://joschu.net/blog/kl-approx.html)."""
+    return ((ratio - 1.0) - ratio.log()).mean()
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var(targets - predictions) / Var(targets): 1 is perfect, 0 no better than a constant."""
+    var_targets = targets.var()
+    if var_targets == 0:
+        return float("nan")
+    return (1.0 - (targets - predictions).var() / var_targets).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    """Orthogonal weights and zero bias, the initialization of the original PPO code."""
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """The Nature DQN network shared by both heads: three convolutions and a 512-unit layer,
+    then the logits of a categorical policy and the value."""
+
+    def __init__(self, frame_stack: int, n_actions: int):
+        super().__init__()
+        self.network = nn.Sequential(
+            layer_init(nn.Conv2d(frame_stack, 32, 8, stride=4)),  # 84x84 -> 20x20
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),  # -> 9x9
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),  # -> 7x7
+            nn.ReLU(),
+            nn.Flatten(),
+            layer_init(nn.Linear(64 * 7 * 7, 512)),
+            nn.ReLU(),
+        )
+        # A small last layer starts the policy near uniform.
+        self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(512, 1), std=1.0)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        # Frames travel and are stored as uint8 (4x smaller); they become [0, 1] floats here,
+        # on the device.
+        return self.network(obs.float() / 255.0)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.features(obs)).squeeze(-1)
+
+    def sample_action(self, obs: torch.Tensor):
+        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
+        The convolutions are the costly part and both heads share them, so the log-probability
+        and the value come with the action: (action, log_prob, value)."""
+        hidden = self.features(obs)
+        logits = self.actor(hidden)
+        gumbel = -torch.empty_like(logits).exponential_().log()
+        action = torch.argmax(logits + gumbel, dim=-1)
+        log_prob = torch.log_softmax(logits, dim=-1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        return action, log_prob, self.critic(hidden).squeeze(-1)
+
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.argmax(self.actor(self.features(obs)), dim=-1)
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+        """Log-probability of the given actions, entropy of the policy, and the value."""
+        hidden = self.features(obs)
+        log_probs = torch.log_softmax(self.actor(hidden), dim=-1)
+        action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return action_log_prob, entropy, self.critic(hidden).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
+# ---------------------------------------------------------------------------------------------
+def save_atomic(obj: dict, path: str) -> None:
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+def load_file(path: str, required_keys: tuple) -> dict:
+    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such file: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read {path}: {reason}") from None
+    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    return data
+
+
+def select_device(cuda: bool, torch_threads: int) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def validate(args: Args) -> None:
+    batch_size = args.num_envs * args.num_steps
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.num_envs <= 0 or args.num_steps <= 0 or args.num_minibatches <= 0:
+        raise ConfigError("--num-envs, --num-steps and --num-minibatches must be positive")
+    if batch_size % args.num_minibatches != 0:
+        raise ConfigError(
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
+        )
+    if args.total_timesteps < batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
+        )
+    if args.frame_skip <= 0 or args.frame_stack <= 0 or args.noop_max < 0:
+        raise ConfigError("--frame-skip and --frame-stack must be positive, --noop-max not negative")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
+        # The checkpoint's settings define the run; only how it is run may change.
+        saved = Args(**checkpoint["args"])
+        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
+        args = saved
+    validate(args)
+    game = check_env(args.env_id)
+    device = select_device(args.cuda, args.torch_threads)
+
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"device: {device}, run: {run_dir}")
+
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    )
+
+    # Seeding: all randomness of the script comes from torch; the envs have their own seeds.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    envs = make_vector_env(args, game)
+    obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
+    n_actions = int(envs.single_action_space.n)
+
+    agent = Agent(args.frame_stack, n_actions).to(device)
+    # fused: one kernel updates all parameters, measurably faster for small networks.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+
+    global_step, start_iteration = 0, 1
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step = checkpoint["global_step"]
+        start_iteration = checkpoint["iteration"] + 1
+        torch.set_rng_state(checkpoint["torch_rng_state"])
+        if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+        print(f"resumed from {args.resume} at step {global_step}")
+
+    # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. The
+    # log-probabilities and values come with each action (the network is shared), so nothing
+    # is recomputed after the rollout. Rewards and dones arrive from the envs as numpy arrays
+    # and stay numpy until the rollout ends: one transfer per rollout, not per step.
+    obs = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    print(f"rollout buffer: frames {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8) on {device}")
+
+    def to_obs_tensor(raw) -> torch.Tensor:
+        return torch.as_tensor(raw, device=device)
+
+    # A resumed run starts fresh games, seeded differently from the first start.
+    raw_obs, infos = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
+    next_obs = to_obs_tensor(raw_obs)
+    lives = infos["lives"]
+    episodic_returns, episodic_lengths = [], []
+    last_checkpoint_step = global_step
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    start_time, start_step = time.time(), global_step
+
+    progress = make_progress(args.progress)
+    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
+    with progress:
+        for iteration in range(start_iteration, num_iterations + 1):
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            # ---- Rollout.
+            truncated_slots, truncated_obs = [], []
+            with torch.no_grad():
+                for step in range(args.num_steps):
+                    global_step += args.num_envs
+                    obs[step] = next_obs
+                    action, logprobs[step], values[step] = agent.sample_action(next_obs)
+                    actions[step] = action
+                    raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                    rewards_np[step] = np.sign(reward) if args.clip_rewards else reward
+                    # A lost life ends the bootstrap (the value of what follows is not counted),
+                    # but not the game: the game's score keeps adding up for the statistics.
+                    life_ended = (infos["lives"] < lives) & args.life_loss_ends_bootstrap
+                    lives = infos["lives"]
+                    dones_np[step] = terminations | truncations | life_ended
+                    next_obs = to_obs_tensor(raw_obs)
+
+                    # Time-limit truncation is not failure: remember the real last observation,
+                    # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+                    for env_idx in np.flatnonzero(truncations & ~terminations & ~life_ended):
+                        truncated_slots.append((step, env_idx))
+                        truncated_obs.append(infos["final_obs"][env_idx])
+
+                    if "episode" in infos:
+                        for env_idx in np.flatnonzero(infos["_episode"]):
+                            episodic_returns.append(float(infos["episode"]["r"][env_idx]))
+                            episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
+                            writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+                            writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
+
+                rewards = torch.as_tensor(rewards_np, device=device).clone()
+                dones = torch.as_tensor(dones_np, device=device)
+                if truncated_obs:
+                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
+                    for (step, env_idx), final_value in zip(truncated_slots, final_values):
+                        rewards[step, env_idx] += args.gamma * final_value
+                next_value = agent.get_value(next_obs)
+                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+                returns = advantages + values
+
+            b_obs = obs.reshape(-1, *obs_shape)
+            b_actions = actions.reshape(-1)
+            b_logprobs = logprobs.reshape(-1)
+            b_values = values.reshape(-1)
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+
+            # ---- Update: several epochs of minibatch steps on the clipped objective.
+            ratios = []  # of every minibatch, for the diagnostics below
+            for epoch in range(args.update_epochs):
+                permutation = torch.randperm(batch_size, device=device)
+                for start in range(0, batch_size, minibatch_size):
+                    mb = permutation[start : start + minibatch_size]
+                    new_logprob, entropy, new_value = agent.evaluate_actions(b_obs[mb], b_actions[mb])
+                    logratio = new_logprob - b_logprobs[mb]
+                    ratio = logratio.exp()
+
+                    ratios.append(ratio.detach())
+
+                    mb_advantages = b_advantages[mb]
+                    if args.norm_adv:
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
+                    v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss)
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+
+                if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
+                    break
+
+            # ---- Logging, once per update.
+            sps = int((global_step - start_step) / (time.time() - start_time))
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/advantage_mean", b_advantages.mean().item(), global_step)
+            writer.add_scalar("charts/advantage_std", b_advantages.std().item(), global_step)
+            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+            # KL and clip fraction of the last minibatch (as CleanRL logs them) and over the update.
+            all_ratios = torch.cat(ratios)
+            writer.add_scalar("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
+            writer.add_scalar("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
+            writer.add_scalar(
+                "losses/clipfrac", ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(), global_step
+            )
+            writer.add_scalar("losses/explained_variance", explained_variance(b_values, b_returns), global_step)
+            writer.add_scalar("losses/grad_norm", grad_norm.item(), global_step)
+            writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+            recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
+            progress.update(task, completed=global_step, sps=sps, ret=recent)
+
+            if args.checkpoint_every > 0 and (
+                global_step - last_checkpoint_step >= args.checkpoint_every or iteration == num_iterations
+            ):
+                last_checkpoint_step = global_step
+                state = {
+                    "model": agent.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "args": asdict(args),
+                    "global_step": global_step,
+                    "iteration": iteration,
+                    "run_dir": run_dir,
+                    "torch_rng_state": torch.get_rng_state(),
+                }
+                if device.type == "cuda":
+                    state["cuda_rng_state"] = torch.cuda.get_rng_state()
+                save_atomic(state, checkpoint_path)
+
+    envs.close()
+    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+
+    model_path = None
+    if args.save_model:
+        model_path = os.path.join(run_dir, "model.pt")
+        save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
+
+    eval_returns = []
+    if args.eval_episodes > 0:
+        eval_returns = play(
+            agent,
+            args,
+            args.eval_episodes,
+            args.seed + 10_000,
+            device,
+            args.capture_video,
+            os.path.join(run_dir, "videos-eval"),
+        )
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print(
+            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
+        )
+    print(
+        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
+    )
+    writer.close()
+    if args.track:
+        wandb.finish()
+    return {
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "episodic_lengths": episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+    }
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def play(
+    agent: Agent,
+    args: Args,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    capture_video: bool = False,
+    video_dir: str = "videos",
+) -> list:
+    """Run the greedy policy for whole games (all lives) of args.env_id; returns the scores."""
+    env = make_env(check_env(args.env_id), args, capture_video, video_dir)
+    returns = []
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            obs = torch.as_tensor(np.asarray(raw_obs), device=device).unsqueeze(0)
+            raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(obs)))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
+    """Rebuild the Agent of a model.pt for env_id (default: the game it was trained on).
+    Returns (agent, saved Args, env_id, device)."""
+    data = load_file(model_path, ("model", "args"))
+    saved = Args(**data["args"])
+    saved.env_id = env_id or saved.env_id
+    device = select_device(cuda, saved.torch_threads)
+    env = make_env(check_env(saved.env_id), saved, False, "")
+    agent = Agent(saved.frame_stack, int(env.action_space.n)).to(device)
+    env.close()
+    try:
+        agent.load_state_dict(data["model"])
+    except RuntimeError as e:
+        raise ConfigError(f"{model_path} does not fit {saved.env_id}: {str(e).splitlines()[0]}") from None
+    agent.eval()
+    return agent, saved, saved.env_id, device
+
+
+def evaluate(
+    model_path: str,
+    env_id: Optional[str] = None,
+    episodes: int = 10,
+    seed: int = 0,
+    cuda: bool = False,
+    capture_video: bool = False,
+) -> list:
+    """Load a model.pt and return the scores of its greedy policy over full games."""
+    agent, saved, _, device = load_agent(model_path, env_id, cuda)
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    return play(agent, saved, episodes, seed, device, capture_video, video_dir)
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        if cli_args.eval_only is not None:
+            eval_returns = evaluate(
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
+            )
+            print(
+                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
+            )
+        else:
+            train(cli_args)
+    except ConfigError as e:
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,213 @@
+"""Tests of ppo_atari.py: the parts of the shared PPO contract that fit a pixel agent (on real
+Breakout, with short truncated games), plus the Atari bookkeeping and learning on a synthetic
+pixel game that stands in for the emulator."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from conftest import PPOScript, run_cli
+from ppo_contract import (  # noqa: F401  (the contract's tests that do not need the test/* envs)
+    test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise,
+    test_bad_input_is_refused_clearly,
+    test_cli_errors_are_one_line_without_traceback,
+    test_cli_trains_then_evaluates_the_saved_model,
+    test_corrupt_or_foreign_files_are_refused,
+    test_cuda_without_a_gpu_is_refused,
+    test_gae_batch_with_episode_ends_in_the_middle,
+    test_gae_matches_seed_example,
+    test_help_reads_like_a_manual,
+    test_importing_does_nothing,
+    test_interrupted_save_keeps_the_previous_file,
+    test_no_model_when_not_asked,
+    test_policy_loss_is_the_mean_over_the_batch,
+    test_policy_loss_matches_clipping_table,
+    test_resume_carries_on_where_the_checkpoint_left_off,
+    test_resume_restores_the_random_state,
+    test_same_seed_same_numbers,
+    test_tiny_run_logs_saves_and_evaluates,
+    test_value_loss_clipping_takes_the_worse_error,
+    test_wrong_action_space_names_the_right_script,
+)
+
+SCRIPT = PPOScript(
+    name="ppo_atari",
+    env_id="BreakoutNoFrameskip-v4",
+    # Games cut at 400 frames (100 agent steps), so that two updates of 64 steps finish some.
+    tiny=dict(
+        total_timesteps=256,
+        num_envs=2,
+        num_steps=64,
+        num_minibatches=2,
+        update_epochs=2,
+        eval_episodes=2,
+        max_episode_frames=400,
+        torch_threads=1,
+    ),  # fmt: skip
+    wrong_env_id="CartPole-v1",
+    wrong_env_message="is not an Atari game; use ppo_discrete.py",
+    test_env_suffix="",
+    learn={},
+    learned_at_least=0.0,
+    broken_at_most=0.0,
+)
+atari = SCRIPT.module
+
+
+@pytest.fixture
+def sut():
+    return SCRIPT
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulator's frames
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ["BreakoutNoFrameskip-v4", "ALE/Breakout-v5", "Breakout", "breakout"])
+def test_the_usual_ids_name_the_same_game(env_id):
+    assert atari.check_env(env_id) == "breakout"
+
+
+def test_camel_case_names_become_rom_names():
+    assert atari.check_env("MsPacmanNoFrameskip-v4") == "ms_pacman"
+    assert atari.check_env("ALE/SpaceInvaders-v5") == "space_invaders"
+
+
+def test_an_unknown_game_lists_close_matches():
+    with pytest.raises(atari.ConfigError, match="no Atari game 'breakot'; close matches: breakout"):
+        atari.check_env("BreakotNoFrameskip-v4")
+
+
+def test_frames_are_stacked_84x84_uint8():
+    envs = atari.make_vector_env(atari.Args(num_envs=2), "breakout")
+    obs, infos = envs.reset(seed=0)
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+    assert envs.single_action_space == gym.spaces.Discrete(4)
+    assert list(infos["lives"]) == [5, 5]
+    envs.close()
+
+
+def test_evaluation_sees_the_pixels_training_saw():
+    # Without random no-ops both start identically; then the same actions give the same frames.
+    args = atari.Args(num_envs=1, noop_max=0)
+    envs = atari.make_vector_env(args, "breakout")
+    env = atari.make_env("breakout", args, capture_video=False, video_dir="")
+    vector_obs, _ = envs.reset(seed=0)
+    single_obs, _ = env.reset(seed=0)
+    for action in [1, 2, 2, 3, 0, 1, 3, 3, 2, 0]:
+        np.testing.assert_array_equal(vector_obs[0], single_obs)
+        vector_obs, *_ = envs.step(np.array([action]))
+        single_obs, *_ = env.step(action)
+    envs.close()
+    env.close()
+
+
+def test_rollout_buffer_keeps_frames_as_uint8(tmp_path, capsys):
+    atari.train(SCRIPT.args(tmp_path, eval_episodes=0, save_model=False))
+    # 64 steps x 2 envs x 4 x 84 x 84 bytes.
+    assert "rollout buffer: frames 3.4 MiB (uint8)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# A synthetic game in the emulator's place: known rewards, lives and answers
+# ---------------------------------------------------------------------------------------------
+class SideGame(gym.vector.VectorEnv):
+    """Takes AtariVectorEnv's place (same constructor and infos). Each frame shows a bright
+    square on the left or the right; moving toward it (RIGHT = 2, LEFT = 3) scores 3 points,
+    any other action costs one of 3 lives. A game ends with its last life (terminated) or
+    after 30 steps (truncated). A random policy scores about 3; a perfect one 90."""
+
+    def __init__(self, game, num_envs, **kwargs):
+        self.num_envs = num_envs
+        self.single_observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        self.single_action_space = gym.spaces.Discrete(4)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+    def frames(self):
+        self.right = self.rng.random(self.num_envs) < 0.5
+        obs = np.zeros((self.num_envs, 4, 84, 84), dtype=np.uint8)
+        obs[self.right, :, 30:54, 60:84] = 255
+        obs[~self.right, :, 30:54, 0:24] = 255
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        self.rng = np.random.default_rng(seed)
+        self.lives, self.t = np.full(self.num_envs, 3), np.zeros(self.num_envs, dtype=int)
+        return self.frames(), {"lives": self.lives.copy()}
+
+    def step(self, actions):
+        correct = actions == np.where(self.right, 2, 3)
+        reward = np.where(correct, 3.0, 0.0)
+        self.lives -= ~correct
+        self.t += 1
+        terminated = self.lives == 0
+        truncated = (self.t == 30) & ~terminated
+        self.lives[terminated | truncated], self.t[terminated | truncated] = 3, 0
+        obs = self.frames()
+        return obs, reward, terminated, truncated, {"lives": self.lives.copy(), "final_obs": obs}
+
+
+@pytest.fixture
+def side_game(monkeypatch):
+    monkeypatch.setattr(atari, "AtariVectorEnv", SideGame)
+
+
+def side_game_args(tmp_path, **overrides):
+    settings = dict(num_envs=8, num_steps=32, num_minibatches=2, update_epochs=2, learning_rate=1e-3, eval_episodes=0)
+    return SCRIPT.args(tmp_path, save_model=False, **{**settings, **overrides})
+
+
+@pytest.mark.parametrize("life_loss_ends_bootstrap", [True, False])
+def test_a_lost_life_cuts_the_bootstrap_but_not_the_score(side_game, tmp_path, monkeypatch, life_loss_ends_bootstrap):
+    seen = []
+    original = atari.compute_gae
+    monkeypatch.setattr(
+        atari, "compute_gae", lambda r, v, d, *a: seen.append((r.clone(), d.clone())) or original(r, v, d, *a)
+    )
+    result = atari.train(
+        side_game_args(tmp_path, total_timesteps=512, life_loss_ends_bootstrap=life_loss_ends_bootstrap)
+    )
+    rewards, dones = (torch.cat(x).flatten() for x in zip(*seen))
+    # Trained on clipped rewards; an unrewarded step is a lost life in this game.
+    assert set(rewards.unique().tolist()) <= {0.0, 1.0}
+    lost_life = rewards == 0
+    if life_loss_ends_bootstrap:
+        # Every lost life is an end; the only other ends are games truncated after a scoring step.
+        assert torch.all(dones[lost_life] == 1)
+        assert dones[~lost_life].sum() <= len(result["episodic_returns"])
+    else:
+        assert dones.sum() == len(result["episodic_returns"]) < lost_life.sum()
+    # The score is the whole game's, unclipped: 3 points a step, over all 3 lives.
+    assert all(r % 3 == 0 for r in result["episodic_returns"])
+    assert max(result["episodic_returns"]) > 3
+    assert min(result["episodic_lengths"]) >= 3
+
+
+def side_game_score(tmp_path) -> float:
+    returns = atari.train(side_game_args(tmp_path, total_timesteps=4096))["episodic_returns"]
+    return float(np.mean(returns[-20:]))
+
+
+def test_learns_the_side_game(side_game, tmp_path):
+    assert side_game_score(tmp_path) >= 45.0
+
+
+def test_flipped_policy_gradient_does_not_learn_the_side_game(side_game, tmp_path, monkeypatch):
+    original = atari.policy_loss
+    monkeypatch.setattr(atari, "policy_loss", lambda ratio, adv, clip: original(ratio, -adv, clip))
+    assert side_game_score(tmp_path) < 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Video and the command line
+# ---------------------------------------------------------------------------------------------
+def test_capture_video_records_the_evaluation_game(tmp_path):
+    atari.train(SCRIPT.args(tmp_path, capture_video=True, eval_episodes=1))
+    assert list((tmp_path / "runs").glob("*/videos-eval/*.mp4"))
+
+
+def test_cli_names_close_matches_of_an_unknown_game(in_tmp):
+    proc = run_cli("ppo_atari.py", "--env-id", "ALE/Pongg-v5", "--no-progress", cwd=in_tmp)
+    assert proc.returncode == 2 and "close matches: pong" in proc.stderr
