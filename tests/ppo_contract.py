@@ -120,11 +120,12 @@ def learned_value(sut, tmp_path, end: str) -> float:
 
 def test_time_limit_is_bootstrapped_and_termination_is_not(sut, tmp_path):
     # Reward 1 per step, episodes of 5 steps, gamma 0.9. Cut by a time limit, the true value is
-    # 1 / (1 - 0.9) = 10; after a real termination it is between 1 and 4.1 (2.6 on average).
+    # 1 / (1 - 0.9) = 10; after a real termination it is between 1 and 4.1 (2.6 on average). An
+    # agent with memory can tell the steps apart: for it, one observation is the first step, 4.1.
     truncated = learned_value(sut, tmp_path, "Truncate")
     terminated = learned_value(sut, tmp_path, "Terminate")
     assert truncated > 7.0, truncated
-    assert 1.5 < terminated < 4.0, terminated
+    assert 1.5 < terminated < 4.5, terminated
 
 
 @pytest.mark.parametrize("end", ["Terminate", "Truncate"])
