@@ -1,0 +1,931 @@
+"""Proximal Policy Optimization (PPO) with a transformer memory, discrete actions, in one file.
+
+PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience
+with the current policy, estimates advantages with GAE (Schulman et al. 2015,
+https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
+clipped surrogate objective that keeps the new policy close to the one that collected the data.
+
+The agent is ppo_discrete.py's with memory: at every step the policy and the value read the last
+K observations of the current episode (--context-len) through a small causal transformer with
+pre-norm blocks (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762), optionally with the
+gated residuals of GTrXL (Parisotto et al. 2019, https://arxiv.org/abs/1910.06764). Slots of the
+window before the episode start are masked, never filled with the previous episode's frames.
+Each stored step carries its own window (cut from the rollout in one strided view), so
+minibatches may shuffle steps exactly as in ppo_discrete.py.
+
+--mask-velocity hides the velocities from the observation (CartPole-v1: keeps the cart position
+and the pole angle), so that the agent must infer speed from positions over time: a memoryless
+agent (--context-len 1) cannot balance the pole for long.
+
+Works with any gymnasium environment whose action space is Discrete: CartPole-v1 by default,
+LunarLander-v3, Acrobot-v1, or your own registered as `my_module:MyEnv-v0`.
+
+Reproduce the README's figure, CartPole-v1 with velocities hidden (defaults, 500k steps):
+    python ppo_transformer.py --mask-velocity --seed 1
+Evaluate a saved model:
+    python ppo_transformer.py --eval-only runs/<run>/model.pt
+"""
+
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # Experiment
+    env_id: str = "CartPole-v1"
+    """gymnasium environment id with a Discrete action space (`module:EnvName-v0` imports `module` first)"""
+    total_timesteps: int = 100_000
+    """total environment steps to train for, summed over all parallel environments"""
+    seed: int = 1
+    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
+    cuda: bool = False
+    """train on the GPU; stops with an error when no CUDA device is present"""
+    torch_threads: int = 1
+    """torch CPU threads; small networks run fastest with one (measured in the README)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "reference-rl"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    capture_video: bool = False
+    """record videos of the first environment to `{run_dir}/videos`"""
+    save_model: bool = True
+    """write `model.pt` (weights, observation statistics, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
+    eval_episodes: int = 10
+    """episodes of the deterministic (greedy) policy played after training (0: skip)"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
+
+    # Algorithm
+    num_envs: int = 8
+    """parallel environments (gymnasium SyncVectorEnv)"""
+    num_steps: int = 32
+    """steps per environment per rollout; the batch is num_envs * num_steps"""
+    learning_rate: float = 1e-3
+    """Adam learning rate"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    gamma: float = 0.98
+    """discount factor"""
+    gae_lambda: float = 0.8
+    """lambda of generalized advantage estimation (0: one-step TD, 1: Monte Carlo)"""
+    num_minibatches: int = 1
+    """minibatches per epoch; the batch must divide evenly into them"""
+    update_epochs: int = 20
+    """passes over the batch per update"""
+    norm_adv: bool = True
+    """normalize advantages within each minibatch"""
+    clip_coef: float = 0.2
+    """surrogate clipping coefficient epsilon: the ratio is clipped to [1 - eps, 1 + eps]"""
+    clip_vloss: bool = False
+    """clip the value update to clip_coef around the old value, as in the original PPO code"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient norm clipping threshold"""
+    target_kl: Optional[float] = None
+    """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
+    norm_obs: bool = False
+    """normalize observations with running mean and variance (saved with the model)"""
+    norm_reward: bool = False
+    """divide rewards by the running std of the discounted return; logged returns stay raw"""
+    mask_velocity: bool = False
+    """hide the velocities from the observations, so that memory is needed: CartPole-v1 keeps cart position and pole angle (also Acrobot-v1, LunarLander-v3, MountainCar-v0)"""
+
+    # Memory
+    context_len: int = 16
+    """K: each step sees the last K observations of its own episode (1: a memoryless agent)"""
+    embed_dim: int = 32
+    """width of the transformer: observation embedding, attention and feed-forward layers"""
+    num_layers: int = 1
+    """transformer blocks"""
+    num_heads: int = 4
+    """attention heads per block; embed_dim must divide into them"""
+    gated: bool = False
+    """GTrXL's gated residuals (GRU-type gates in place of x + f(x)) instead of plain residual sums"""
+
+
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+# Which observation components are velocities, for --mask-velocity.
+VELOCITY_COMPONENTS = {
+    "CartPole-v1": (1, 3),  # of (cart position, cart velocity, pole angle, pole angular velocity)
+    "Acrobot-v1": (4, 5),  # of (cos, sin of both joint angles, both angular velocities)
+    "LunarLander-v3": (2, 3, 5),  # of (x, y, vx, vy, angle, angular velocity, two leg contacts)
+    "MountainCar-v0": (1,),  # of (position, velocity)
+}
+
+
+def check_env(env_id: str, mask_velocity: bool = False) -> None:
+    """Build the environment once and refuse, in one line, what this script cannot train."""
+    if mask_velocity and env_id not in VELOCITY_COMPONENTS:
+        raise ConfigError(
+            f"--mask-velocity knows the velocity components of {', '.join(VELOCITY_COMPONENTS)} only, not of {env_id}"
+        )
+    try:
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
+    action_space = env.action_space
+    env.close()
+    if isinstance(action_space, gym.spaces.Box):
+        raise ConfigError(f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py")
+    if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
+        raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n)")
+
+
+class MaskVelocity(gym.ObservationWrapper):
+    """Drop the velocity components of the observation: what is left is a snapshot of positions,
+    from which speed can only be inferred by remembering the previous snapshots."""
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        space = env.observation_space
+        self.keep = np.array([i for i in range(space.shape[0]) if i not in VELOCITY_COMPONENTS[env_id]])
+        self.observation_space = gym.spaces.Box(space.low[self.keep], space.high[self.keep], dtype=space.dtype)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation[self.keep]
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_velocity: bool = False):
+    """Return a thunk that builds one environment; vector envs call it in each slot."""
+
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True)
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id, disable_env_checker=True)  # checked once in check_env
+        # Dict, Tuple and Discrete observations become one flat float vector.
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            env = gym.wrappers.FlattenObservation(env)
+        if mask_velocity:
+            env = MaskVelocity(env, env_id)
+        return env
+
+    return thunk
+
+
+def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.capture_video, video_dir, args.mask_velocity) for i in range(args.num_envs)],
+        # SAME_STEP: a finished env resets inside the step that ended it, so every returned
+        # observation is one the agent acts on, and the real last one is in infos["final_obs"].
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,
+    )
+    # Records the raw environment reward, whatever the agent is trained on.
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The math, as pure functions
+# ---------------------------------------------------------------------------------------------
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
+    """Generalized advantage estimation, shapes [T] or [T, N].
+
+    dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
+    reward already holds the bootstrap gamma * V(final_obs)); last_value = V(s_T).
+        delta_t = r_t + gamma * V(s_{t+1}) * (1 - done_t) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+    The returns (value targets) are advantages + values.
+    """
+    not_done = 1.0 - dones
+    next_values = torch.cat([values[1:], last_value.unsqueeze(0)])
+    deltas = rewards + gamma * next_values * not_done - values
+    decay = gamma * gae_lambda * not_done
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        next_advantage = deltas[t] + decay[t] * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """Clipped surrogate loss: -mean(min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A))."""
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    return -torch.min(unclipped, clipped).mean()
+
+
+def value_loss(
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_coef: float,
+    clip_vloss: bool,
+) -> torch.Tensor:
+    """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
+    where the clipped prediction stays within clip_coef of the value that collected the data."""
+    unclipped = (new_values - returns) ** 2
+    if not clip_vloss:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def approx_kl(ratio: torch.Tensor) -> torch.Tensor:
+    """Estimate of KL(old || new) from probability ratios r = pi_new / pi_old: mean((r - 1) - log r),
+    unbiased and never negative (http://joschu.net/blog/kl-approx.html)."""
+    return ((ratio - 1.0) - ratio.log()).mean()
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var(targets - predictions) / Var(targets): 1 is perfect, 0 no better than a constant."""
+    var_targets = targets.var()
+    if var_targets == 0:
+        return float("nan")
+    return (1.0 - (targets - predictions).var() / var_targets).item()
+
+
+def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context_len: int) -> tuple:
+    """Every step's window of its episode's last K = context_len observations, cut from the
+    rollout in one strided view (no Python loop, no copy).
+
+    history [K - 1 + T, N, D]: per env, the K - 1 observations carried over from the previous
+    rollout, then this rollout's T, so that step t's own observation is row t + K - 1 and its
+    window is rows t .. t + K - 1. episode_starts [T, N]: the row where step t's episode began.
+    Returns windows [T, N, K, D] and masks [T, N, K], where mask = row >= episode start: False
+    for the slots that belong to an earlier episode (or precede the first one).
+    """
+    num_steps = history.shape[0] - context_len + 1
+    windows = history.unfold(0, context_len, 1).transpose(-1, -2)  # [T, N, K, D]
+    rows = torch.arange(num_steps, device=history.device)[:, None] + torch.arange(context_len, device=history.device)
+    masks = rows[:, None, :] >= episode_starts[:, :, None]
+    return windows, masks
+
+
+def attention_mask(masks: torch.Tensor) -> torch.Tensor:
+    """Which slots of a window each slot may attend to, from masks [B, L] (True: in the current
+    episode): allowed[b, i, j] = j <= i (causal) and masks[b, j]. A slot before the episode start
+    attends to itself only, so that no softmax row is empty; its output is never read."""
+    length = masks.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=masks.device).tril()
+    itself = torch.eye(length, dtype=torch.bool, device=masks.device)
+    return causal & (masks[:, None, :] | itself)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+class RunningMeanStd(nn.Module):
+    """Running mean and variance of observations, merged batch by batch with the parallel
+    variance formula (Chan et al. 1979). Buffers, so they are saved in the model's state_dict."""
+
+    def __init__(self, shape: tuple, clip: float = 10.0, epsilon: float = 1e-8):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.clip = clip
+        self.epsilon = epsilon
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        batch = batch.to(torch.float64)
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0, unbiased=False)
+        batch_count = batch.shape[0]
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.mean += delta * batch_count / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normalized = (x - self.mean) / torch.sqrt(self.var + self.epsilon)
+        return torch.clamp(normalized, -self.clip, self.clip).to(x.dtype)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights and zero bias, the initialization of the original PPO code."""
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class GatedResidual(nn.Module):
+    """GTrXL's GRU-type gate, in place of the residual sum x + y (Parisotto et al. 2019, eq. 5-8):
+        r = sigmoid(W_r y + U_r x),  z = sigmoid(W_z y + U_z x - b_g),  h = tanh(W_g y + U_g (r * x))
+        out = (1 - z) * x + z * h
+    b_g starts at 2, so that z is small and every block starts close to the identity map."""
+
+    def __init__(self, dim: int, gate_bias: float = 2.0):
+        super().__init__()
+        self.w = nn.Linear(dim, 3 * dim, bias=False)  # W_r, W_z, W_g
+        self.u_rz = nn.Linear(dim, 2 * dim, bias=False)  # U_r, U_z
+        self.u_g = nn.Linear(dim, dim, bias=False)
+        self.gate_bias = nn.Parameter(torch.full((dim,), gate_bias))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w_r, w_z, w_g = self.w(y).chunk(3, dim=-1)
+        u_r, u_z = self.u_rz(x).chunk(2, dim=-1)
+        r = torch.sigmoid(w_r + u_r)
+        z = torch.sigmoid(w_z + u_z - self.gate_bias)
+        h = torch.tanh(w_g + self.u_g(r * x))
+        return (1.0 - z) * x + z * h
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)).
+    With `gated`, GTrXL's gates replace the two sums (and the branch passes a ReLU first)."""
+
+    def __init__(self, dim: int, num_heads: int, gated: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.gate1 = GatedResidual(dim) if gated else None
+        self.gate2 = GatedResidual(dim) if gated else None
+
+    @staticmethod
+    def residual(x: torch.Tensor, y: torch.Tensor, gate: Optional[GatedResidual]) -> torch.Tensor:
+        return x + y if gate is None else gate(x, torch.relu(y))
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool) -> tuple:
+        """x [B, L, dim]; allowed [B, L, L]: may slot i attend to slot j. With last_only, only the
+        last slot (the current step) is computed: all the last block needs to return.
+        Returns the new x and the attention weights [B, heads, L or 1, L]."""
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(dim, dim=-1)
+        if last_only:
+            q, x, allowed = q[:, -1:], x[:, -1:], allowed[:, -1:]
+        heads = (batch, -1, self.num_heads, dim // self.num_heads)
+        q, k, v = (t.reshape(heads).transpose(1, 2) for t in (q, k, v))  # [B, heads, L, dim / heads]
+        # Scaled dot-product attention, softmax(q k^T / sqrt(d) + mask) v: a forbidden slot gets
+        # -inf, so its weight is exactly 0 and its observation cannot change the output.
+        scores = (q @ k.transpose(-1, -2)) / np.sqrt(k.shape[-1])
+        weights = torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+        attended = (weights @ v).transpose(1, 2).reshape(batch, -1, dim)
+        x = self.residual(x, self.proj(attended), self.gate1)
+        x = self.residual(x, self.mlp(self.norm2(x)), self.gate2)
+        return x, weights
+
+
+class Agent(nn.Module):
+    """A causal transformer reads the window of the episode's last K observations; linear heads
+    on its output for the current step give the logits of a categorical policy and the value."""
+
+    def __init__(self, obs_dim: int, n_actions: int, args: Args):
+        super().__init__()
+        dim = args.embed_dim
+        self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
+        # Used in training only; kept in the module so that checkpoints carry it.
+        self.return_rms = RunningMeanStd(()) if args.norm_reward else None
+        self.context_len = args.context_len
+        self.embed = nn.Linear(obs_dim, dim)
+        # Learned positions, counted back from the current step: the last slot is always "now".
+        self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers))
+        self.norm = nn.LayerNorm(dim)  # pre-norm blocks leave their output unnormalized
+        self.critic = layer_init(nn.Linear(dim, 1), std=1.0)
+        # A small last layer starts the policy near uniform.
+        self.actor = layer_init(nn.Linear(dim, n_actions), std=0.01)
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if self.obs_rms is None else self.obs_rms(obs)
+
+    def encode(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> tuple:
+        """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
+        is a window of one); masks [B, L], True where the slot is in the current episode (None:
+        all are). Returns the features of the current step [B, dim] and the last block's
+        attention weights of the current step [B, heads, L]."""
+        if windows.dim() == 2:
+            windows = windows.unsqueeze(1)
+        batch, length, _ = windows.shape
+        if masks is None:
+            masks = torch.ones(batch, length, dtype=torch.bool, device=windows.device)
+        x = self.embed(self.normalize(windows)) + self.position[-length:]
+        allowed = attention_mask(masks)
+        for i, block in enumerate(self.blocks):
+            x, weights = block(x, allowed, last_only=i == len(self.blocks) - 1)
+        return self.norm(x[:, -1]), weights[:, :, -1]
+
+    def get_value(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.critic(self.encode(windows, masks)[0]).squeeze(-1)
+
+    def sample_action(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
+        Same distribution as Categorical(logits).sample(), without building a distribution
+        object at every environment step."""
+        logits = self.actor(self.encode(windows, masks)[0])
+        gumbel = -torch.empty_like(logits).exponential_().log()
+        return torch.argmax(logits + gumbel, dim=-1)
+
+    def greedy_action(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return torch.argmax(self.actor(self.encode(windows, masks)[0]), dim=-1)
+
+    def evaluate_actions(self, windows: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor):
+        """Log-probability of the given actions, entropy of the policy, the value, and the
+        attention weights of the current step (for the diagnostics)."""
+        features, attention = self.encode(windows, masks)
+        log_probs = torch.log_softmax(self.actor(features), dim=-1)
+        action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return action_log_prob, entropy, self.critic(features).squeeze(-1), attention
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
+# ---------------------------------------------------------------------------------------------
+def save_atomic(obj: dict, path: str) -> None:
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+def load_file(path: str, required_keys: tuple) -> dict:
+    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such file: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read {path}: {reason}") from None
+    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    return data
+
+
+def select_device(cuda: bool, torch_threads: int) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def validate(args: Args) -> None:
+    batch_size = args.num_envs * args.num_steps
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.num_envs <= 0 or args.num_steps <= 0 or args.num_minibatches <= 0:
+        raise ConfigError("--num-envs, --num-steps and --num-minibatches must be positive")
+    if batch_size % args.num_minibatches != 0:
+        raise ConfigError(
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
+        )
+    if args.total_timesteps < batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
+        )
+    if args.context_len <= 0 or args.num_layers <= 0 or args.num_heads <= 0:
+        raise ConfigError("--context-len, --num-layers and --num-heads must be positive")
+    if args.embed_dim <= 0 or args.embed_dim % args.num_heads != 0:
+        raise ConfigError(f"--embed-dim {args.embed_dim} does not divide into {args.num_heads} attention heads")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
+        # The checkpoint's settings define the run; only how it is run may change.
+        saved = Args(**checkpoint["args"])
+        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
+        args = saved
+    validate(args)
+    check_env(args.env_id, args.mask_velocity)
+    device = select_device(args.cuda, args.torch_threads)
+
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"device: {device}, run: {run_dir}")
+
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    )
+
+    # Seeding: all randomness of the script comes from torch; the envs have their own seeds.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    envs = make_vector_env(args, os.path.join(run_dir, "videos"))
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    n_actions = int(envs.single_action_space.n)
+
+    agent = Agent(obs_dim, n_actions, args).to(device)
+    # fused: one kernel updates all parameters, measurably faster for small networks.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+
+    global_step, start_iteration = 0, 1
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step = checkpoint["global_step"]
+        start_iteration = checkpoint["iteration"] + 1
+        torch.set_rng_state(checkpoint["torch_rng_state"])
+        if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+        print(f"resumed from {args.resume} at step {global_step}")
+
+    # Rollout storage. Observations are stored raw, and the agent normalizes its windows
+    # itself: the statistics change only between rollouts, so the update sees exactly what the
+    # policy saw when it acted. The history holds, per env, the K - 1 observations carried over
+    # from the previous rollout, then this rollout's: step t's observation is row K - 1 + t, and
+    # its window is rows t .. t + K - 1 (episode_windows). Rewards and dones arrive from the
+    # envs as numpy arrays and stay numpy until the rollout ends: one transfer per rollout.
+    context_len, carried = args.context_len, args.context_len - 1
+    obs = torch.zeros((carried + args.num_steps, args.num_envs, obs_dim), device=device)
+    # The row where each step's episode began: its window masks every row before it.
+    episode_starts = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    # What the reward scaling is updated with, once per rollout: each env's discounted return.
+    returns_np = np.zeros((args.num_steps, args.num_envs))
+    slots = torch.arange(context_len, device=device)
+
+    def to_obs_tensor(raw) -> torch.Tensor:
+        return torch.as_tensor(raw, dtype=torch.float32, device=device).reshape(-1, obs_dim)
+
+    # A resumed run starts fresh episodes, seeded differently from the first start.
+    raw_obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
+    next_obs = to_obs_tensor(raw_obs)
+    # Each env's current episode begins at the first row of this rollout: nothing carried yet.
+    episode_start = torch.full((args.num_envs,), carried, dtype=torch.long, device=device)
+    discounted_return = np.zeros(args.num_envs)
+    episodic_returns, episodic_lengths = [], []
+    last_checkpoint_step = global_step
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    start_time, start_step = time.time(), global_step
+
+    progress = make_progress(args.progress)
+    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
+    with progress:
+        for iteration in range(start_iteration, num_iterations + 1):
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            # ---- Rollout: only the action is needed per step; values and log-probs of the
+            # whole batch are computed afterwards in one pass, with the same weights.
+            truncated_slots, truncated_obs = [], []
+            with torch.no_grad():
+                for step in range(args.num_steps):
+                    global_step += args.num_envs
+                    obs[carried + step] = next_obs
+                    episode_starts[step] = episode_start
+                    # This step's window, as episode_windows cuts it for the update below.
+                    window = obs[step : step + context_len].transpose(0, 1)  # [N, K, D]
+                    action = agent.sample_action(window, step + slots >= episode_start[:, None])
+                    actions[step] = action
+                    raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                    rewards_np[step] = reward
+                    dones_np[step] = np.logical_or(terminations, truncations)
+                    next_obs = to_obs_tensor(raw_obs)
+                    # Each env's discounted return restarts at its episode end, truncations included.
+                    discounted_return = discounted_return * args.gamma + reward
+                    returns_np[step] = discounted_return
+                    discounted_return[terminations | truncations] = 0.0
+
+                    # Time-limit truncation is not failure: remember the real last observation,
+                    # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+                    for env_idx in np.flatnonzero(truncations & ~terminations):
+                        truncated_slots.append((step, env_idx, episode_start[env_idx].item()))
+                        truncated_obs.append(infos["final_obs"][env_idx])
+                    # An env that finished starts its next episode at the next row.
+                    episode_start[torch.as_tensor(dones_np[step] > 0, device=device)] = carried + step + 1
+
+                    if "episode" in infos:
+                        for env_idx in np.flatnonzero(infos["_episode"]):
+                            episodic_returns.append(float(infos["episode"]["r"][env_idx]))
+                            episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
+                            writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+                            writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
+
+                if agent.return_rms is not None:
+                    # Scale rewards by the std of the discounted return, not of the reward, as
+                    # the original PPO code does; the statistics include this rollout's returns.
+                    agent.return_rms.update(torch.as_tensor(returns_np.reshape(-1), device=device))
+                    rewards_np[:] = np.clip(rewards_np / np.sqrt(agent.return_rms.var.item() + 1e-8), -10, 10)
+                rewards = torch.as_tensor(rewards_np, device=device).clone()
+                dones = torch.as_tensor(dones_np, device=device)
+                # Each step's window and mask, copied once per rollout into one contiguous batch
+                # (a copy, not a view: the history's first rows are overwritten below).
+                windows, masks = episode_windows(obs, episode_starts, context_len)
+                b_windows = windows.reshape(-1, context_len, obs_dim).contiguous()
+                b_masks = masks.reshape(-1, context_len)
+                b_actions = actions.reshape(-1)
+                b_logprobs, _, b_values, b_attention = agent.evaluate_actions(b_windows, b_masks, b_actions)
+                values = b_values.reshape(args.num_steps, args.num_envs)
+                if truncated_obs:
+                    # The window of a final observation: the K - 1 rows before it, of its episode.
+                    final_windows = torch.stack(
+                        [torch.cat([obs[step + 1 : step + context_len, env_idx], to_obs_tensor(final)])
+                         for (step, env_idx, _), final in zip(truncated_slots, truncated_obs)]
+                    )  # fmt: skip
+                    final_masks = torch.stack([step + 1 + slots >= start for step, _, start in truncated_slots])
+                    final_values = agent.get_value(final_windows, final_masks)
+                    for (step, env_idx, _), final_value in zip(truncated_slots, final_values):
+                        rewards[step, env_idx] += args.gamma * final_value
+                next_windows = obs[args.num_steps :].transpose(0, 1)  # the K - 1 last rows, then next_obs
+                next_windows = torch.cat([next_windows, next_obs.unsqueeze(1)], dim=1)
+                next_value = agent.get_value(next_windows, args.num_steps + slots >= episode_start[:, None])
+                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+                returns = advantages + values
+
+                # Observation statistics: updated once per rollout, after its advantages, so that
+                # every step of a batch (and its bootstrap values) saw the same normalization.
+                if agent.obs_rms is not None:
+                    agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))
+
+                # The last K - 1 rows are carried over as the next rollout's first ones.
+                obs[:carried] = obs[args.num_steps :].clone()
+                episode_start -= args.num_steps
+
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+
+            # ---- Update: several epochs of minibatch steps on the clipped objective.
+            ratios = []  # of every minibatch, for the diagnostics below
+            for epoch in range(args.update_epochs):
+                permutation = torch.randperm(batch_size, device=device)
+                for start in range(0, batch_size, minibatch_size):
+                    mb = permutation[start : start + minibatch_size]
+                    new_logprob, entropy, new_value, _ = agent.evaluate_actions(
+                        b_windows[mb], b_masks[mb], b_actions[mb]
+                    )
+                    logratio = new_logprob - b_logprobs[mb]
+                    ratio = logratio.exp()
+
+                    ratios.append(ratio.detach())
+
+                    mb_advantages = b_advantages[mb]
+                    if args.norm_adv:
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
+                    v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss)
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+
+                if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
+                    break
+
+            # ---- Logging, once per update.
+            sps = int((global_step - start_step) / (time.time() - start_time))
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/advantage_mean", b_advantages.mean().item(), global_step)
+            writer.add_scalar("charts/advantage_std", b_advantages.std().item(), global_step)
+            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+            # KL and clip fraction of the last minibatch (as CleanRL logs them) and over the update.
+            all_ratios = torch.cat(ratios)
+            writer.add_scalar("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
+            writer.add_scalar("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
+            writer.add_scalar(
+                "losses/clipfrac", ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(), global_step
+            )
+            writer.add_scalar("losses/explained_variance", explained_variance(b_values, b_returns), global_step)
+            writer.add_scalar("losses/grad_norm", grad_norm.item(), global_step)
+            writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+            # Where the current step looks, in the last block, averaged over heads and the batch:
+            # entropy of its attention (0: one slot; log K: spread evenly over a full window) and
+            # the weight it gives to its own observation (1: the memory goes unused).
+            attention_entropy = -(b_attention * b_attention.clamp_min(1e-12).log()).sum(-1)
+            writer.add_scalar("charts/attention_entropy", attention_entropy.mean().item(), global_step)
+            writer.add_scalar("charts/attention_on_current_step", b_attention[..., -1].mean().item(), global_step)
+            recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
+            progress.update(task, completed=global_step, sps=sps, ret=recent)
+
+            if args.checkpoint_every > 0 and (
+                global_step - last_checkpoint_step >= args.checkpoint_every or iteration == num_iterations
+            ):
+                last_checkpoint_step = global_step
+                state = {
+                    "model": agent.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "args": asdict(args),
+                    "global_step": global_step,
+                    "iteration": iteration,
+                    "run_dir": run_dir,
+                    "torch_rng_state": torch.get_rng_state(),
+                }
+                if device.type == "cuda":
+                    state["cuda_rng_state"] = torch.cuda.get_rng_state()
+                save_atomic(state, checkpoint_path)
+
+    envs.close()
+    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+
+    model_path = None
+    if args.save_model:
+        model_path = os.path.join(run_dir, "model.pt")
+        save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
+
+    eval_returns = []
+    if args.eval_episodes > 0:
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            args.seed + 10_000,
+            device,
+            args.capture_video,
+            os.path.join(run_dir, "videos-eval"),
+            args.mask_velocity,
+        )
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print(
+            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
+        )
+    print(
+        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
+    )
+    writer.close()
+    if args.track:
+        wandb.finish()
+    return {
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "episodic_lengths": episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+    }
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def play(
+    agent: Agent,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    capture_video: bool = False,
+    video_dir: str = "videos",
+    mask_velocity: bool = False,
+) -> list:
+    """Run the greedy policy for whole episodes; the observation statistics stay frozen. The
+    window is the episode's last K observations; shorter at the episode start, so no mask."""
+    env = make_env(env_id, 0, capture_video, video_dir, mask_velocity)()
+    returns = []
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        episode_obs = []
+        while not done:
+            episode_obs.append(torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(-1))
+            window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <= K, D]
+            raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(window)))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
+    """Rebuild the Agent of a model.pt (weights and observation statistics) for env_id (default:
+    the one it was trained on). Returns (agent, saved Args, env_id, device)."""
+    data = load_file(model_path, ("model", "args"))
+    saved = Args(**data["args"])
+    env_id = env_id or saved.env_id
+    check_env(env_id, saved.mask_velocity)
+    device = select_device(cuda, saved.torch_threads)
+    env = make_env(env_id, 0, False, "", saved.mask_velocity)()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    agent = Agent(obs_dim, int(env.action_space.n), saved).to(device)
+    env.close()
+    try:
+        agent.load_state_dict(data["model"])
+    except RuntimeError as e:
+        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
+    agent.eval()
+    return agent, saved, env_id, device
+
+
+def evaluate(
+    model_path: str,
+    env_id: Optional[str] = None,
+    episodes: int = 10,
+    seed: int = 0,
+    cuda: bool = False,
+    capture_video: bool = False,
+) -> list:
+    """Load a model.pt and return the episodic returns of its greedy policy."""
+    agent, saved, env_id, device = load_agent(model_path, env_id, cuda)
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    return play(agent, env_id, episodes, seed, device, capture_video, video_dir, saved.mask_velocity)
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        if cli_args.eval_only is not None:
+            eval_returns = evaluate(
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
+            )
+            print(
+                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
+            )
+        else:
+            train(cli_args)
+    except ConfigError as e:
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,244 @@
+"""Tests of ppo_transformer.py: the shared PPO contract (tests/ppo_contract.py) with CartPole-v1,
+learning with its velocities hidden, plus what memory adds: the attention mask, the episode
+windows of the rollout, of the bootstrap and of evaluation, and a memoryless agent that fails."""
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from conftest import ConstantRewardEnv, PPOScript, run_cli
+from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
+from ppo_contract import learning_score
+
+SCRIPT = PPOScript(
+    name="ppo_transformer",
+    env_id="CartPole-v1",
+    tiny=dict(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_episodes=2),
+    test_env_suffix="",
+    wrong_env_id="Pendulum-v1",
+    wrong_env_message="use ppo_continuous.py",
+    # CartPole-v1 with its velocities hidden, defaults, 40k steps. A uniformly random policy
+    # scores about 22; the same budget without memory (test below) stays under 60.
+    learn=dict(mask_velocity=True, total_timesteps=40_960),
+    learned_at_least=150.0,
+    broken_at_most=60.0,
+)
+ppo = SCRIPT.module
+
+# Discrete-action envs that observe the step count of their episode (0 after reset), so that a
+# window's content says exactly which steps it holds. Episodes of 5 steps.
+for _end, _kwargs in (("Terminate", {}), ("Truncate", {"max_episode_steps": 5})):
+    if f"test/Counter{_end}-v0" not in gym.registry:
+        gym.register(
+            f"test/Counter{_end}-v0",
+            ConstantRewardEnv,
+            kwargs={"reward": 0.0, "observe_step": True, "terminate": _end == "Terminate"},
+            **_kwargs,
+        )
+
+
+@pytest.fixture
+def sut():
+    return SCRIPT
+
+
+def small_agent(**overrides) -> "ppo.Agent":
+    torch.manual_seed(0)
+    args = ppo.Args(context_len=6, embed_dim=16, num_heads=2, num_layers=2, **overrides)
+    return ppo.Agent(obs_dim=3, n_actions=2, args=args)
+
+
+# ---------------------------------------------------------------------------------------------
+# The attention mask, on the network itself
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gated", [False, True])
+def test_observations_of_other_episodes_do_not_change_the_output(gated):
+    agent = small_agent(gated=gated)
+    windows = torch.randn(4, 6, 3)
+    starts = torch.tensor([0, 2, 5, 3])  # the slot where each window's episode begins
+    masks = torch.arange(6) >= starts[:, None]
+    features, attention = agent.encode(windows, masks)
+    others = torch.where(masks[..., None], windows, 100 * torch.randn(4, 6, 3))
+    assert torch.equal(agent.encode(others, masks)[0], features)
+    assert torch.all(attention.masked_select(~masks[:, None, :]) == 0)
+    # A window of the current observation alone is the same as one whose earlier slots are masked.
+    torch.testing.assert_close(agent.encode(windows[2, -1:].unsqueeze(0))[0], features[2:3])
+    # The test can fail: an earlier observation of the same episode does change the output.
+    earlier = windows.clone()
+    earlier[[0, 1, 3], starts[[0, 1, 3]]] += 1.0
+    changed = (agent.encode(earlier, masks)[0] - features).abs().amax(-1)
+    assert torch.all(changed[[0, 1, 3]] > 1e-4) and changed[2] == 0
+
+
+def test_a_slot_sees_neither_later_slots_nor_other_episodes():
+    # Inside the network, slot i's output depends only on slots j <= i of its episode: checked on
+    # the first block's output for every slot, with the mask that the agent builds.
+    block = small_agent().blocks[0]
+    x = torch.randn(2, 6, 16)
+    masks = torch.arange(6) >= torch.tensor([0, 2])[:, None]
+    allowed = ppo.attention_mask(masks)
+    out, _ = block(x, allowed, last_only=False)
+    for i in range(6):
+        later = x.clone()
+        later[:, i + 1 :] = 100 * torch.randn_like(later[:, i + 1 :])
+        later[1, :2] = 100 * torch.randn(2, 16)  # slots before env 1's episode start
+        changed_out, _ = block(later, allowed, last_only=False)
+        assert torch.equal(changed_out[0, : i + 1], out[0, : i + 1]), i
+        assert i < 2 or torch.equal(changed_out[1, 2 : i + 1], out[1, 2 : i + 1]), i
+    # The last block computes only the current step, and the same numbers as the whole window.
+    last, _ = block(x, allowed, last_only=True)
+    torch.testing.assert_close(last[:, 0], out[:, -1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows: cut from the rollout, with episode boundaries
+# ---------------------------------------------------------------------------------------------
+def test_episode_windows_by_hand():
+    # K = 3, T = 4 steps, 2 envs; history row r of env n holds 10 r + n. Rows 0 and 1 are carried
+    # over from the previous rollout. Env 0's episode began before them; env 1's episode began at
+    # row 1, and its next one at row 4 (step 2).
+    history = (10 * torch.arange(6.0)[:, None] + torch.arange(2.0)).unsqueeze(-1)  # [6, 2, 1]
+    episode_starts = torch.tensor([[-5, 1], [-5, 1], [-5, 4], [-5, 4]])
+    windows, masks = ppo.episode_windows(history, episode_starts, 3)
+    assert windows.shape == (4, 2, 3, 1) and masks.shape == (4, 2, 3)
+    assert windows[2, 1, :, 0].tolist() == [21, 31, 41]  # rows 2, 3, 4: step 2's own row is 4
+    assert windows[0, 0, :, 0].tolist() == [0, 10, 20]
+    assert masks[:, 0].all()
+    assert masks[:, 1].tolist() == [[False, True, True], [True, True, True], [False, False, True], [False, True, True]]
+    # A view of the history: rows after a step's own never enter its window.
+    history[5] = -1.0
+    assert windows[2, 1, :, 0].tolist() == [21, 31, 41]
+
+
+def assert_is_episode_window(window: torch.Tensor, mask: torch.Tensor, last: float):
+    """On the counter envs: the unmasked slots are the steps first .. last of one episode, in order,
+    where first is 0 (the episode start) unless the window is full; masked slots come before."""
+    valid = window[mask, 0]
+    assert torch.equal(mask, torch.arange(len(mask)) >= len(mask) - len(valid)), mask
+    first = last - len(valid) + 1
+    assert valid.tolist() == list(np.arange(first, last + 1.0)), valid
+    assert first == 0 or len(valid) == len(mask)
+
+
+@pytest.mark.parametrize("end, context_len", [("Terminate", 8), ("Truncate", 8), ("Truncate", 3)])
+def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch, end, context_len):
+    acted, evaluated, valued = [], [], []
+    agent_class = ppo.Agent
+
+    class RecordingAgent(agent_class):
+        def sample_action(self, windows, masks=None):
+            acted.append((windows.clone(), masks.clone()))
+            return super().sample_action(windows, masks)
+
+        def evaluate_actions(self, windows, masks, actions):
+            evaluated.append((windows.clone(), masks.clone()))
+            return super().evaluate_actions(windows, masks, actions)
+
+        def get_value(self, windows, masks=None):
+            valued.append((windows.clone(), masks.clone()))
+            return super().get_value(windows, masks)
+
+    monkeypatch.setattr(ppo, "Agent", RecordingAgent)
+    # 3 rollouts of 7 steps: episodes of 5 steps cross the rollouts' borders.
+    args = SCRIPT.args(
+        tmp_path, env_id=f"test/Counter{end}-v0", context_len=context_len, num_envs=2, num_steps=7,
+        total_timesteps=42, num_minibatches=2, eval_episodes=0, save_model=False,
+    )  # fmt: skip
+    ppo.train(args)
+    assert len(acted) == 21
+    for windows, masks in acted:
+        for window, mask in zip(windows, masks):
+            assert_is_episode_window(window, mask, last=window[-1, 0].item())
+    # The batch pass of each update (the first evaluate_actions after each rollout; the
+    # minibatches have half its size) sees exactly the windows the policy acted on, step-major,
+    # and every minibatch after it is drawn from them.
+    batch_passes = [i for i, (windows, _) in enumerate(evaluated) if len(windows) == 14]
+    assert len(batch_passes) == 3
+    for k, (i, end_i) in enumerate(zip(batch_passes, [*batch_passes[1:], len(evaluated)])):
+        windows = torch.cat([w for w, _ in acted[7 * k : 7 * k + 7]])
+        masks = torch.cat([m for _, m in acted[7 * k : 7 * k + 7]])
+        assert torch.equal(evaluated[i][0], windows) and torch.equal(evaluated[i][1], masks)
+        for mb_windows, mb_masks in evaluated[i + 1 : end_i]:
+            same = (mb_windows[:, None] == windows).flatten(2).all(-1) & (mb_masks[:, None] == masks).all(-1)
+            assert same.any(-1).all()
+    # Values: each rollout's bootstrap V(s_T) of the next step's window and, on time limits, the
+    # values of the final observations (step count 5), whose windows end their own episode.
+    final = [(w, m) for ws, ms in valued for w, m in zip(ws, ms) if w[-1, 0] == 5]
+    assert (len(final) > 0) == (end == "Truncate")
+    for window, mask in final:
+        assert_is_episode_window(window, mask, last=5.0)
+
+
+def test_evaluation_rebuilds_the_window(tmp_path, monkeypatch):
+    result = ppo.train(SCRIPT.args(tmp_path, env_id="test/CounterTerminate-v0", context_len=3, eval_episodes=0))
+    seen = []
+    original = ppo.Agent.greedy_action
+
+    def record(self, windows, masks=None):
+        seen.append(windows[0, :, 0].tolist())
+        return original(self, windows, masks)
+
+    monkeypatch.setattr(ppo.Agent, "greedy_action", record)
+    ppo.evaluate(result["model_path"], episodes=2)
+    # The window grows from the episode start up to K = 3 slots, then slides; each episode anew.
+    assert seen == 2 * [[0.0], [0.0, 1.0], [0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [2.0, 3.0, 4.0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Velocity-hidden environments, the gated variant, and clear errors
+# ---------------------------------------------------------------------------------------------
+def test_mask_velocity_keeps_cart_position_and_pole_angle():
+    env = ppo.make_env("CartPole-v1", 0, False, "", mask_velocity=True)()
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, *_ = env.step(1)
+    assert env.observation_space.shape == (2,)
+    np.testing.assert_allclose(obs, np.array(env.unwrapped.state)[[0, 2]], rtol=1e-6)
+    env.close()
+
+
+def test_mask_velocity_is_documented_and_refused_where_it_has_no_meaning(tmp_path, in_tmp):
+    proc = run_cli("ppo_transformer.py", "--help", cwd=in_tmp)
+    assert "--mask-velocity" in proc.stdout and "--context-len" in proc.stdout and "--gated" in proc.stdout
+    with pytest.raises(ppo.ConfigError, match="--mask-velocity knows the velocity components of CartPole-v1"):
+        ppo.train(SCRIPT.args(tmp_path, env_id="test/DictObs-v0", mask_velocity=True))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(context_len=0), "--context-len, --num-layers and --num-heads must be positive"),
+        (dict(num_layers=0), "--context-len, --num-layers and --num-heads must be positive"),
+        (dict(embed_dim=30, num_heads=4), "--embed-dim 30 does not divide into 4 attention heads"),
+    ],
+)
+def test_bad_network_settings_are_refused_clearly(tmp_path, overrides, message):
+    with pytest.raises(ppo.ConfigError, match=message):
+        ppo.train(SCRIPT.args(tmp_path, **overrides))
+
+
+def test_gated_agent_trains_saves_and_evaluates_with_hidden_velocities(tmp_path):
+    result = ppo.train(SCRIPT.args(tmp_path, gated=True, num_layers=2, mask_velocity=True))
+    agent, saved, *_ = ppo.load_agent(result["model_path"])
+    assert saved.gated and saved.mask_velocity and isinstance(agent.blocks[1].gate2, ppo.GatedResidual)
+    assert agent.embed.in_features == 2
+    assert len(ppo.evaluate(result["model_path"], episodes=2)) == 2
+
+
+def test_gates_start_close_to_the_identity():
+    # b_g = 2 keeps z = sigmoid(... - 2) small at initialization: out stays near x.
+    torch.manual_seed(0)
+    gate = ppo.GatedResidual(16)
+    x, y = torch.randn(64, 16), torch.randn(64, 16)
+    assert (gate(x, y) - x).abs().mean() < 0.5 * (x + y - x).abs().mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory is what learns: the same budget with a window of one observation fails
+# ---------------------------------------------------------------------------------------------
+def test_memoryless_agent_does_not_learn_with_hidden_velocities(tmp_path):
+    memoryless = dataclasses.replace(SCRIPT, learn={**SCRIPT.learn, "context_len": 1})
+    assert learning_score(memoryless, tmp_path) < SCRIPT.broken_at_most
