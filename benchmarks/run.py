@@ -68,6 +68,19 @@ EXPERIMENTS = {
     },
     "halfcheetah": {"script": "ppo_continuous.py", "env_id": "HalfCheetah-v4", "steps": 1_000_000, "flags": []},
     "sac-pendulum": {"script": "sac.py", "env_id": "Pendulum-v1", "steps": 20_000, "flags": []},
+    # The Atari target is 10M agent steps (40M frames) on a GPU; on 2 CPU cores, a first stretch.
+    "breakout": {
+        "script": "ppo_atari.py",
+        "env_id": "BreakoutNoFrameskip-v4",
+        "steps": 10_000_000,
+        "flags": ["--cuda"],
+    },
+    "breakout-cpu": {
+        "script": "ppo_atari.py",
+        "env_id": "BreakoutNoFrameskip-v4",
+        "steps": 500_000,
+        "flags": ["--eval-episodes", "5"],
+    },
     "cartpole-speed": {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
