@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "benchmarks" / "runs"
 RESULTS = ROOT / "benchmarks" / "results"
 
-# Each experiment: the script, its flags, and the step budget. A `baseline` experiment runs a
+# Each experiment: the script, its flags, the step budget, and optionally `plot_with`: other
+# experiments whose curves its plot shows too. A `baseline` experiment runs a
 # script the user points to with --baseline NAME=PATH (never committed here), with the same
 # command-line conventions (`--seed`, `--total-timesteps`, writes `runs/<run>/` in its cwd).
 CLEANRL_SETTINGS = (
@@ -68,6 +69,34 @@ EXPERIMENTS = {
     },
     "halfcheetah": {"script": "ppo_continuous.py", "env_id": "HalfCheetah-v4", "steps": 1_000_000, "flags": []},
     "sac-pendulum": {"script": "sac.py", "env_id": "Pendulum-v1", "steps": 20_000, "flags": []},
+    # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
+    # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with ppo_discrete.
+    "transformer-cartpole-novel": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 200_000,
+        "flags": ["--mask-velocity"],
+        "plot_with": ["transformer-cartpole-novel-k1", "transformer-cartpole-novel-gated"],
+    },
+    "transformer-cartpole-novel-k1": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 200_000,
+        "flags": ["--mask-velocity", "--context-len", "1"],
+    },
+    "transformer-cartpole-novel-gated": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 200_000,
+        "flags": ["--mask-velocity", "--gated"],
+    },
+    "transformer-cartpole": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": [],
+        "plot_with": ["cartpole"],
+    },
     # The Atari target is 10M agent steps (40M frames) on a GPU; on 2 CPU cores, a first stretch.
     "breakout": {
         "script": "ppo_atari.py",
@@ -87,6 +116,14 @@ EXPERIMENTS = {
         "steps": 100_000,
         "flags": CLEANRL_SETTINGS + ["--eval-episodes", "0", "--no-save-model"],
     },
+    # Speed on pixels: the Atari defaults (8 envs x 128 steps, 4 epochs, 4 minibatches) on both sides.
+    "atari-speed": {
+        "script": "ppo_atari.py",
+        "env_id": "BreakoutNoFrameskip-v4",
+        "steps": 20_480,
+        "flags": ["--eval-episodes", "0", "--no-save-model"],
+    },
+    "cleanrl-atari-speed": {"baseline": True, "env_id": "BreakoutNoFrameskip-v4", "steps": 20_480, "flags": []},
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
     # The same baseline limited to one torch thread, as our scripts run by default on CPU.
     "cleanrl-speed-1thread": {
@@ -170,19 +207,21 @@ def collect(names: list, bins: int = 50) -> None:
                 round(float(values[-20:].mean()), 1) if len(values) else "",
                 int(sps[-1][1]) if sps else "",
             ])  # fmt: skip
-    write_csv(RESULTS / "curves.csv", ["experiment", "seed", "step", "mean_return"], curves)
+    all_curves = write_csv(RESULTS / "curves.csv", ["experiment", "seed", "step", "mean_return"], curves)
     write_csv(
         RESULTS / "summary.csv",
         ["experiment", "env_id", "seed", "last_episode_step", "eval_return_mean", "last20_train_return", "sps"],
         summary,
     )
     for name in names:
-        plot(name, [row for row in curves if row[0] == name])
+        shown = [name, *EXPERIMENTS[name].get("plot_with", [])]
+        plot(name, [row for row in all_curves if row[0] in shown])
     print_table(summary)
 
 
-def write_csv(path: Path, header: list, rows: list) -> None:
-    """Merge rows into the CSV: rows of the experiments given replace their old rows."""
+def write_csv(path: Path, header: list, rows: list) -> list:
+    """Merge rows into the CSV: rows of the experiments given replace their old rows. Returns
+    all the rows, old and new."""
     names = {row[0] for row in rows}
     kept = []
     if path.exists():
@@ -192,9 +231,12 @@ def write_csv(path: Path, header: list, rows: list) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(kept + rows)
+    return kept + rows
 
 
 def plot(name: str, rows: list) -> None:
+    """Learning curves of `name` and of its `plot_with` experiments, mean and range over seeds;
+    rows: [experiment, seed, step, mean return], as numbers or as read from the CSV."""
     if not rows:
         return
     import matplotlib
@@ -203,13 +245,17 @@ def plot(name: str, rows: list) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    steps = sorted({row[2] for row in rows})
-    by_seed = {}
-    for _, seed, step, value in rows:
-        by_seed.setdefault(seed, {})[step] = value
-    grid = np.array([[by_seed[s].get(step, np.nan) for step in steps] for s in sorted(by_seed)])
-    ax.plot(steps, np.nanmean(grid, 0), label=f"mean of {len(by_seed)} seeds")
-    ax.fill_between(steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label="min to max")
+    for shown in [name, *EXPERIMENTS[name].get("plot_with", [])]:
+        by_seed = {}
+        for _, seed, step, value in (row for row in rows if row[0] == shown):
+            by_seed.setdefault(int(seed), {})[int(step)] = float(value)
+        if not by_seed:
+            continue
+        steps = sorted({step for values in by_seed.values() for step in values})
+        grid = np.array([[by_seed[s].get(step, np.nan) for step in steps] for s in sorted(by_seed)])
+        prefix = "" if shown == name else f"{shown}: "
+        ax.plot(steps, np.nanmean(grid, 0), label=f"{prefix}mean of {len(by_seed)} seeds")
+        ax.fill_between(steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label=f"{prefix}min to max")
     ax.set_title(f"{name}: {EXPERIMENTS[name]['env_id']}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episodic return (training)")
