@@ -21,6 +21,9 @@ def load_script(name: str):
     if name not in _loaded:
         spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        # Registered by name, as importlib's recipe does: a3c.py's spawned workers find their
+        # entry point by module name (pickle checks sys.modules).
+        sys.modules[name] = module
         spec.loader.exec_module(module)
         _loaded[name] = module
     return _loaded[name]
