@@ -1,0 +1,885 @@
+"""Asynchronous Advantage Actor-Critic (A3C) with real parallel workers, in one file.
+
+A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783) runs several actor-learners at once.
+Each worker is a separate process with its own environments and its own copy of the network.
+It copies the shared weights, plays a short rollout of n steps, computes the gradient of the
+advantage actor-critic loss on it, and applies that gradient to one model held in shared memory
+through one shared optimizer, without any lock (Hogwild, Recht et al. 2011). The workers never
+wait for one another; the diversity of their experience replaces a replay buffer.
+
+The main process does no learning: it starts the workers, logs the episodes they report
+through a queue, writes checkpoints, and stops every worker when the budget is spent, when one
+of them fails, or on Ctrl-C. Workers run on CPU by design: they share one model in CPU memory.
+
+Works with any gymnasium environment whose action space is Discrete (a categorical policy:
+CartPole-v1 by default, Acrobot-v1, LunarLander-v3) or a 1-D Box (a Gaussian policy:
+Pendulum-v1), or your own registered as `my_module:MyEnv-v0`.
+
+Reproduce the README's CartPole-v1 figure (defaults, 500k steps, one worker per core):
+    python a3c.py --seed 1
+Evaluate a saved model:
+    python a3c.py --eval-only runs/<run>/model.pt
+"""
+
+import os
+import queue
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # Experiment
+    env_id: str = "CartPole-v1"
+    """gymnasium environment id with a Discrete or 1-D Box action space (`module:EnvName-v0` imports `module` first)"""
+    total_timesteps: int = 500_000
+    """total environment steps to train for, summed over all workers and their environments"""
+    seed: int = 1
+    """seed of the shared model's initialization; each worker derives its own distinct seed from it"""
+    cuda: bool = False
+    """not supported for training: A3C's workers are CPU processes that share one model in CPU memory (Hogwild), by design; given, training stops with an error"""
+    torch_threads: int = 1
+    """torch CPU threads of each process; one per worker, the workers themselves are the parallelism"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "reference-rl"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    capture_video: bool = False
+    """record videos of the first environment of worker 0 to `{run_dir}/videos`"""
+    save_model: bool = True
+    """write `model.pt` (weights, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer and step"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
+    eval_episodes: int = 10
+    """episodes of the deterministic (greedy) policy played after training (0: skip)"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
+
+    # Algorithm
+    num_workers: int = os.cpu_count() or 1
+    """worker processes, each with its own environments and copy of the network (default: the number of cores)"""
+    num_envs: int = 4
+    """environments per worker (gymnasium SyncVectorEnv); the paper used one"""
+    num_steps: int = 8
+    """steps per environment in each worker's rollout (the paper's t_max); one update per rollout"""
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    """the shared optimizer; its statistics live in shared memory and all workers update them"""
+    learning_rate: float = 1e-3
+    """learning rate of the shared optimizer"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 1.0
+    """lambda of generalized advantage estimation; 1: the paper's n-step returns bootstrapped from V(s_{t+n})"""
+    norm_adv: bool = False
+    """normalize advantages within each rollout"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient norm clipping threshold, applied to each worker's gradient"""
+    reward_scale: float = 1.0
+    """multiply rewards by this before learning; logged returns stay raw"""
+    hidden_size: int = 64
+    """width of the two hidden layers of the actor and of the critic"""
+    init_log_std: float = 0.0
+    """initial log standard deviation of the Gaussian policy of Box action spaces (0: std 1)"""
+    log_every: int = 10
+    """each worker sends its losses to the main process every this many updates"""
+
+
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+class WorkerError(Exception):
+    """A worker process failed: printed with the worker's traceback, exit code 1."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+def check_env(env_id: str) -> None:
+    """Build the environment once and refuse, in one line, what this script cannot train."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
+    action_space = env.action_space
+    env.close()
+    if isinstance(action_space, gym.spaces.Discrete) and action_space.start == 0:
+        return
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n) or a 1-D Box")
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
+    """Return a thunk that builds one environment; vector envs call it in each slot."""
+
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True)
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id, disable_env_checker=True)  # checked once in check_env
+        # Dict, Tuple and Discrete observations become one flat float vector.
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            env = gym.wrappers.FlattenObservation(env)
+        return env
+
+    return thunk
+
+
+def make_vector_env(args: Args, video_dir: str, capture_video: bool) -> gym.vector.VectorEnv:
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, capture_video, video_dir) for i in range(args.num_envs)],
+        # SAME_STEP: a finished env resets inside the step that ended it, so every returned
+        # observation is one the agent acts on, and the real last one is in infos["final_obs"].
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,
+    )
+    # Records the raw environment reward, whatever the agent is trained on.
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def to_env_action(action: np.ndarray, action_space: gym.Space) -> np.ndarray:
+    """The action the env receives: Discrete actions as they are, Gaussian samples clipped to
+    the Box bounds. Only the env's copy is clipped: the stored sample keeps its exact log-prob."""
+    if isinstance(action_space, gym.spaces.Box):
+        return np.clip(action, action_space.low, action_space.high)
+    return action
+
+
+# ---------------------------------------------------------------------------------------------
+# The math, as pure functions
+# ---------------------------------------------------------------------------------------------
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
+    """Generalized advantage estimation, shapes [T] or [T, N].
+
+    dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
+    reward already holds the bootstrap gamma * V(final_obs)); last_value = V(s_T).
+        delta_t = r_t + gamma * V(s_{t+1}) * (1 - done_t) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+    The returns (value targets) are advantages + values.
+    """
+    not_done = 1.0 - dones
+    next_values = torch.cat([values[1:], last_value.unsqueeze(0)])
+    deltas = rewards + gamma * next_values * not_done - values
+    decay = gamma * gae_lambda * not_done
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        next_advantage = deltas[t] + decay[t] * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """The actor's loss, -mean(log pi(a_t | s_t) * A_t): its gradient is the policy gradient
+    estimate of the paper (the advantages are constants here, computed without gradient)."""
+    return -(log_probs * advantages).mean()
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """The critic's loss, 0.5 * mean((V(s_t) - R_t)^2)."""
+    return 0.5 * ((values - returns) ** 2).mean()
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, diag(std^2)), summed over action dimensions:
+    sum(-((x - mean) / std)^2 / 2 - log std - log(2 pi) / 2)."""
+    return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def worker_seeds(seed: int, start_step: int, num_workers: int) -> list:
+    """One distinct seed per worker, derived from the run's seed and the step the workers start
+    at (so a resumed run plays new episodes), by numpy's SeedSequence: no two workers, and no
+    worker of another seed, share a random stream."""
+    return [int(s) for s in np.random.SeedSequence([seed, start_step]).generate_state(num_workers)]
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var(targets - predictions) / Var(targets): 1 is perfect, 0 no better than a constant."""
+    var_targets = targets.var()
+    if var_targets == 0:
+        return float("nan")
+    return (1.0 - (targets - predictions).var() / var_targets).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights and zero bias, the initialization of the original PPO code."""
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """Separate actor and critic MLPs. The actor's head follows the action space: the logits of
+    a categorical policy (Discrete), or the mean of a diagonal Gaussian whose log standard
+    deviation is a learned vector, the same in every state (Box)."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, args: Args):
+        super().__init__()
+        hidden_size = args.hidden_size
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        n_outputs = action_space.shape[0] if self.continuous else int(action_space.n)
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            # A small last layer starts the policy near uniform (Discrete) or near mean 0 (Box).
+            layer_init(nn.Linear(hidden_size, n_outputs), std=0.01),
+        )
+        if self.continuous:
+            self.actor_logstd = nn.Parameter(torch.full((n_outputs,), float(args.init_log_std)))
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """Discrete: a ~ softmax(logits) by the Gumbel-max trick, argmax(logits + Gumbel noise),
+        the same distribution as Categorical(logits).sample() without building a distribution
+        object at every step. Box: a ~ N(mean, std^2), unclipped: the stored, trained action."""
+        out = self.actor(obs)
+        if self.continuous:
+            return out + self.actor_logstd.exp() * torch.randn_like(out)
+        gumbel = -torch.empty_like(out).exponential_().log()
+        return torch.argmax(out + gumbel, dim=-1)
+
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.actor(obs)
+        return out if self.continuous else torch.argmax(out, dim=-1)
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+        """Log-probability of the given actions, entropy of the policy, and the value."""
+        out = self.actor(obs)
+        if self.continuous:
+            log_std = self.actor_logstd.expand_as(out)
+            log_prob = gaussian_log_prob(actions, out, log_std)
+            entropy = (log_std + 0.5 * np.log(2 * np.pi * np.e)).sum(-1)
+        else:
+            log_probs = torch.log_softmax(out, dim=-1)
+            log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return log_prob, entropy, self.get_value(obs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared optimizer
+# ---------------------------------------------------------------------------------------------
+def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None) -> torch.optim.Optimizer:
+    """Adam or RMSProp over the shared model, with its per-parameter statistics created now, in
+    shared memory, before the workers start. Each worker gets a copy of this optimizer object
+    whose state tensors are these same tensors, so every worker's step updates the statistics
+    all of them use (the paper's shared RMSProp; torch would otherwise create the state lazily,
+    at the first step, privately in each process). `state` is a saved state_dict to resume."""
+    if args.optimizer == "adam":
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+        statistics = ("exp_avg", "exp_avg_sq")
+    else:
+        # alpha 0.99 and a large epsilon, as in the paper's shared RMSProp.
+        optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=0.1)
+        statistics = ("square_avg",)
+    if state is not None:
+        optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param_state = optimizer.state[param]
+            if not param_state:
+                param_state["step"] = torch.zeros(())
+                for name in statistics:
+                    param_state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            for tensor in param_state.values():
+                tensor.share_memory_()
+    return optimizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
+# ---------------------------------------------------------------------------------------------
+def save_atomic(obj: dict, path: str) -> None:
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+def load_file(path: str, required_keys: tuple) -> dict:
+    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such file: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read {path}: {reason}") from None
+    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    return data
+
+
+def select_device(cuda: bool, torch_threads: int) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def validate(args: Args) -> None:
+    batch_size = args.num_envs * args.num_steps
+    if args.cuda:
+        raise ConfigError(
+            "--cuda is not supported: A3C's workers are CPU processes that share one model in CPU "
+            "memory (Hogwild), by design; run without --cuda (for a GPU, use the ppo_*.py scripts)"
+        )
+    if args.total_timesteps <= 0:
+        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
+    if args.num_workers <= 0 or args.num_envs <= 0 or args.num_steps <= 0 or args.log_every <= 0:
+        raise ConfigError("--num-workers, --num-envs, --num-steps and --log-every must be positive")
+    if args.total_timesteps < batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker: one actor-learner, in its own process
+# ---------------------------------------------------------------------------------------------
+def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, counter, stop, start, messages) -> None:
+    """One A3C actor-learner (the paper's Algorithm S3), with n-step rollouts on num_envs envs:
+    copy the shared weights, play num_steps steps, compute the loss's gradient on the copy,
+    hand the gradient to the shared model and step the shared optimizer, again and again until
+    the shared step counter reaches the budget or the main process says stop."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    main_pid = os.getppid()
+    # An env registered by the main process at run time (rather than by a `module:` prefix of
+    # its id) is unknown to this fresh interpreter: register the main process's spec here too.
+    gym.registry.setdefault(env_spec.id, env_spec)
+
+    envs = make_vector_env(args, os.path.join(run_dir, "videos"), args.capture_video and worker_id == 0)
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    action_space = envs.single_action_space
+    batch_size = args.num_envs * args.num_steps
+    local_agent = Agent(obs_dim, action_space, args)  # theta': this worker's copy of the weights
+    # The shared model's .grad tensors belong to this process alone (a tensor's gradient is not
+    # shared memory); each update copies the local gradients into them. Copied, not aliased:
+    # the local gradients are recomputed in new tensors at every backward pass.
+    for param in shared_agent.parameters():
+        param.grad = torch.zeros_like(param)
+
+    # Rollout storage, as in ppo_discrete.py: rewards and dones stay numpy until the rollout ends.
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim))
+    action_dtype = torch.float32 if local_agent.continuous else torch.long
+    actions = torch.zeros((args.num_steps, args.num_envs, *action_space.shape), dtype=action_dtype)
+    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+    def to_obs_tensor(raw) -> torch.Tensor:
+        return torch.as_tensor(raw, dtype=torch.float32).reshape(-1, obs_dim)
+
+    next_obs = to_obs_tensor(envs.reset(seed=seed)[0])
+    messages.put(("ready", worker_id, None))
+    # Wait until every worker is ready, so that the clock measures training, not start-up.
+    while not start.wait(timeout=1.0):
+        if stop.is_set() or os.getppid() != main_pid:
+            return
+
+    updates = 0
+    while not stop.is_set():
+        if os.getppid() != main_pid:
+            # The main process is gone (killed): nobody reads our messages, so do not wait for
+            # them to be delivered at exit; just stop.
+            messages.cancel_join_thread()
+            break
+        # Claim the next rollout's steps from the shared counter; stop when the budget is spent.
+        with counter.get_lock():
+            if counter.value + batch_size > args.total_timesteps:
+                break
+            first_step = counter.value
+            counter.value += batch_size
+
+        # ---- theta' <- theta: the rollout and its gradient use one fixed copy of the weights.
+        with torch.no_grad():
+            for local_param, shared_param in zip(local_agent.parameters(), shared_agent.parameters()):
+                local_param.copy_(shared_param)
+
+        # ---- Rollout of num_steps steps in each of this worker's envs.
+        truncated_slots, truncated_obs, episodes = [], [], []
+        with torch.no_grad():
+            for step in range(args.num_steps):
+                obs[step] = next_obs
+                action = local_agent.sample_action(next_obs)
+                actions[step] = action
+                raw_obs, reward, terminations, truncations, infos = envs.step(
+                    to_env_action(action.numpy(), action_space)
+                )
+                rewards_np[step] = reward
+                dones_np[step] = np.logical_or(terminations, truncations)
+                next_obs = to_obs_tensor(raw_obs)
+
+                # Time-limit truncation is not failure: remember the real last observation,
+                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+                for env_idx in np.flatnonzero(truncations & ~terminations):
+                    truncated_slots.append((step, env_idx))
+                    truncated_obs.append(infos["final_obs"][env_idx])
+
+                if "episode" in infos:
+                    for env_idx in np.flatnonzero(infos["_episode"]):
+                        episode_step = first_step + (step + 1) * args.num_envs
+                        r, length = float(infos["episode"]["r"][env_idx]), int(infos["episode"]["l"][env_idx])
+                        episodes.append((episode_step, r, length))
+
+            # ---- n-step returns (GAE with lambda = 1), bootstrapped from V(s_{t+n}).
+            rewards = torch.as_tensor(rewards_np * args.reward_scale)
+            dones = torch.as_tensor(dones_np)
+            if truncated_obs:
+                final_values = local_agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
+                for (step, env_idx), final_value in zip(truncated_slots, final_values):
+                    rewards[step, env_idx] += args.gamma * final_value
+            next_value = local_agent.get_value(next_obs)
+
+        # ---- The loss and its gradient, on the local copy.
+        b_obs = obs.reshape(-1, obs_dim)
+        b_actions = actions.reshape(-1, *action_space.shape)
+        log_probs, entropy, b_values = local_agent.evaluate_actions(b_obs, b_actions)
+        values = b_values.reshape(args.num_steps, args.num_envs)
+        with torch.no_grad():
+            advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+            returns = advantages + values
+            b_advantages = advantages.reshape(-1)
+            if args.norm_adv:
+                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        pg_loss = policy_gradient_loss(log_probs, b_advantages)
+        v_loss = value_loss(b_values, returns.reshape(-1))
+        entropy_loss = entropy.mean()
+        loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+
+        local_agent.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(local_agent.parameters(), args.max_grad_norm)
+
+        # ---- Hogwild: copy the gradient into the shared model and step the shared optimizer,
+        # without a lock. Other workers may be stepping at the same moment; that is the method.
+        for local_param, shared_param in zip(local_agent.parameters(), shared_agent.parameters()):
+            shared_param.grad.copy_(local_param.grad)
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - first_step / args.total_timesteps) * args.learning_rate
+        optimizer.step()
+        updates += 1
+
+        # ---- Report to the main process, the only one that writes logs.
+        stats = None
+        if updates % args.log_every == 0:
+            stats = {
+                "losses/value_loss": v_loss.item(),
+                "losses/policy_loss": pg_loss.item(),
+                "losses/entropy": entropy_loss.item(),
+                "losses/grad_norm": grad_norm.item(),
+                "losses/explained_variance": explained_variance(b_values.detach(), returns.reshape(-1)),
+                "charts/advantage_mean": advantages.mean().item(),
+                "charts/advantage_std": advantages.std().item(),
+            }
+        messages.put(("rollout", worker_id, (first_step + batch_size, episodes, stats)))
+    envs.close()
+    messages.put(("done", worker_id, updates))
+
+
+def worker_main(worker_id, *worker_args) -> None:
+    """Entry point of a worker process: one torch thread, Ctrl-C left to the main process, and
+    any error sent to the main process as text instead of dying silently."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    messages = worker_args[-1]
+    try:
+        worker(worker_id, *worker_args)
+    except BaseException:
+        messages.put(("error", worker_id, traceback.format_exc()))
+
+
+def stop_workers(workers: list, messages, stop, timeout: float = 10.0) -> None:
+    """Ask every worker to stop, wait for them, and end any that does not within the timeout.
+    The queue is emptied while waiting: a process exits only after its messages are delivered."""
+    stop.set()
+    deadline = time.time() + timeout
+    while any(w.is_alive() for w in workers) and time.time() < deadline:
+        try:
+            while True:
+                messages.get_nowait()
+        except queue.Empty:
+            pass
+        for w in workers:
+            w.join(timeout=0.05)
+    for w in workers:
+        if w.is_alive():
+            w.kill()
+        w.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the main process starts the workers, then logs what they report
+# ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step"))
+        # The checkpoint's settings define the run; only how it is run may change.
+        saved = Args(**checkpoint["args"])
+        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
+        saved.num_workers = args.num_workers
+        args = saved
+    validate(args)
+    check_env(args.env_id)
+    device = select_device(args.cuda, args.torch_threads)
+
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"device: {device}, run: {run_dir}")
+
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    )
+
+    # Seeding: the seed fixes the shared model's initialization; each worker seeds torch, numpy
+    # and its envs with its own seed, derived from the run's seed and the step it starts at
+    # (a resumed run plays fresh episodes). The workers' interleaving is up to the OS, so two
+    # runs with one seed start the same and then differ.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    env = make_env(args.env_id, 0, False, "")()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    action_space = env.action_space
+    env_spec = env.unwrapped.spec
+    env.close()
+
+    # The shared model theta: its weights live in shared memory, read and written by every worker.
+    agent = Agent(obs_dim, action_space, args)
+    global_step = 0
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["model"])
+        global_step = checkpoint["global_step"]
+        print(f"resumed from {args.resume} at step {global_step}")
+    agent.share_memory()
+    optimizer = make_shared_optimizer(agent, args, checkpoint["optimizer"] if checkpoint is not None else None)
+
+    # spawn, not fork: each worker is a fresh interpreter that imports this file (which does
+    # nothing on import) and receives the shared tensors; fork would copy the main process's
+    # threads and locks. Run as a script, multiprocessing re-imports this file by its path; loaded
+    # by name, the workers find it through sys.path, which they inherit.
+    script_dir = os.path.dirname(os.path.abspath(__file__))
+    if script_dir not in sys.path:
+        sys.path.append(script_dir)
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", global_step)  # steps claimed by the workers, with its own lock
+    stop, start = ctx.Event(), ctx.Event()
+    messages = ctx.Queue()
+    seeds = worker_seeds(args.seed, global_step, args.num_workers)
+    workers = [
+        ctx.Process(
+            target=worker_main,
+            args=(i, seeds[i], args, env_spec, run_dir, agent, optimizer, counter, stop, start, messages),
+            name=f"a3c-worker-{i}",
+            daemon=True,  # never outlives the main process
+        )
+        for i in range(args.num_workers)
+    ]
+    # The workers ignore Ctrl-C from birth (they inherit SIG_IGN); the main process stops them.
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for w in workers:
+            w.start()
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+    episodic_returns, episodic_lengths = [], []
+    updates_per_worker = [0] * args.num_workers
+    last_checkpoint_step = global_step
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    start_time, start_step, last_log_time = None, global_step, 0.0
+    ready, done, silent_since = set(), set(), {}
+
+    def save_checkpoint() -> None:
+        state = {
+            "model": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "args": asdict(args),
+            "global_step": counter.value,
+            "run_dir": run_dir,
+        }
+        save_atomic(state, checkpoint_path)
+
+    progress = make_progress(args.progress)
+    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
+    try:
+        with progress:
+            while len(done) < args.num_workers:
+                try:
+                    kind, worker_id, payload = messages.get(timeout=0.5)
+                except queue.Empty:
+                    kind, worker_id, payload = None, None, None
+                if kind == "error":
+                    raise WorkerError(worker_id, payload)
+                if kind == "ready":
+                    ready.add(worker_id)
+                    if len(ready) == args.num_workers:
+                        start_time = time.time()
+                        start.set()
+                        plural = "es" if args.num_workers > 1 else ""
+                        print(f"training with {args.num_workers} worker process{plural}", flush=True)
+                elif kind == "done":
+                    done.add(worker_id)
+                    updates_per_worker[worker_id] = payload
+                elif kind == "rollout":
+                    step, episodes, stats = payload
+                    for episode_step, r, length in episodes:
+                        episodic_returns.append(r)
+                        episodic_lengths.append(length)
+                        writer.add_scalar("charts/episodic_return", r, episode_step)
+                        writer.add_scalar("charts/episodic_length", length, episode_step)
+                    for tag, value in (stats or {}).items():
+                        writer.add_scalar(tag, value, step)
+                # A worker that ended without a last word (killed, out of memory) fails the run;
+                # a last word may still be on its way through the queue, so allow it a moment.
+                for i, w in enumerate(workers):
+                    if w.exitcode is not None and i not in done:
+                        if time.time() - silent_since.setdefault(i, time.time()) > 2.0:
+                            raise WorkerError(i, f"worker {i} died with exit code {w.exitcode}\n")
+
+                global_step = counter.value
+                now = time.time()
+                if start_time is not None and now - last_log_time >= 1.0:
+                    last_log_time = now
+                    sps = int((global_step - start_step) / max(now - start_time, 1e-9))
+                    lr = (1.0 - global_step / args.total_timesteps if args.anneal_lr else 1.0) * args.learning_rate
+                    writer.add_scalar("charts/SPS", sps, global_step)
+                    writer.add_scalar("charts/learning_rate", lr, global_step)
+                    recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
+                    progress.update(task, completed=global_step, sps=sps, ret=recent)
+                if args.checkpoint_every > 0 and global_step - last_checkpoint_step >= args.checkpoint_every:
+                    last_checkpoint_step = global_step
+                    save_checkpoint()
+    except BaseException:
+        # Ctrl-C, or a worker failed: stop them all, keep the logs written so far, and report.
+        stop_workers(workers, messages, stop)
+        writer.close()
+        raise
+    stop_workers(workers, messages, stop)  # all have said "done": wait for them to exit
+
+    global_step = counter.value
+    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+    writer.add_scalar("charts/SPS", sps, global_step)
+    if args.checkpoint_every > 0:
+        save_checkpoint()
+
+    model_path = None
+    if args.save_model:
+        model_path = os.path.join(run_dir, "model.pt")
+        save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
+
+    eval_returns = []
+    if args.eval_episodes > 0:
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            args.seed + 10_000,
+            device,
+            args.capture_video,
+            os.path.join(run_dir, "videos-eval"),
+        )
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print(
+            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
+        )
+    print(
+        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
+    )
+    writer.close()
+    if args.track:
+        wandb.finish()
+    return {
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "episodic_lengths": episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+        "updates_per_worker": updates_per_worker,
+    }
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def play(
+    agent: Agent,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    capture_video: bool = False,
+    video_dir: str = "videos",
+) -> list:
+    """Run the greedy policy for whole episodes."""
+    env = make_env(env_id, 0, capture_video, video_dir)()
+    returns = []
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
+            action = agent.greedy_action(obs).cpu().numpy()[0]
+            raw_obs, reward, terminated, truncated, _ = env.step(to_env_action(action, env.action_space))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
+    """Rebuild the Agent of a model.pt for env_id (default: the one it was trained on).
+    Returns (agent, saved Args, env_id, device)."""
+    data = load_file(model_path, ("model", "args"))
+    saved = Args(**data["args"])
+    env_id = env_id or saved.env_id
+    check_env(env_id)
+    device = select_device(cuda, saved.torch_threads)
+    env = make_env(env_id, 0, False, "")()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    agent = Agent(obs_dim, env.action_space, saved).to(device)
+    env.close()
+    try:
+        agent.load_state_dict(data["model"])
+    except RuntimeError as e:
+        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
+    agent.eval()
+    return agent, saved, env_id, device
+
+
+def evaluate(
+    model_path: str,
+    env_id: Optional[str] = None,
+    episodes: int = 10,
+    seed: int = 0,
+    cuda: bool = False,
+    capture_video: bool = False,
+) -> list:
+    """Load a model.pt and return the episodic returns of its greedy policy."""
+    agent, _, env_id, device = load_agent(model_path, env_id, cuda)
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    return play(agent, env_id, episodes, seed, device, capture_video, video_dir)
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    try:
+        if cli_args.eval_only is not None:
+            eval_returns = evaluate(
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
+            )
+            print(
+                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
+            )
+        else:
+            train(cli_args)
+    except ConfigError as e:
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except WorkerError as e:
+        worker_id, details = e.args
+        print(details.rstrip(), file=sys.stderr)
+        print(
+            f"{os.path.basename(__file__)}: error: worker {worker_id} failed ({details.strip().splitlines()[-1]}); all workers stopped",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{os.path.basename(__file__)}: interrupted; all workers stopped", file=sys.stderr)
+        sys.exit(130)
