@@ -15,6 +15,9 @@ breakout all name the same game; the settings below, not the id, decide the prep
 
 Reproduce the README's Breakout run (10M agent steps = 40M frames; a GPU makes it practical):
     python ppo_atari.py --env-id BreakoutNoFrameskip-v4 --cuda --seed 1
+Data-parallel on N processes (GPUs or CPU cores) with PyTorch's own launcher; --num-envs and
+the batch stay the global figures, split over the processes:
+    torchrun --standalone --nproc-per-node N ppo_atari.py --env-id BreakoutNoFrameskip-v4 --cuda
 Evaluate a saved model (full games, all lives):
     python ppo_atari.py --eval-only runs/<run>/model.pt
 """
@@ -26,12 +29,14 @@ import re
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Optional
 
 import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from ale_py.vector_env import AtariVectorEnv
@@ -75,6 +80,8 @@ class Args:
     """show a progress bar (only when stdout is a terminal)"""
     runs_dir: str = "runs"
     """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
+    dist_timeout: int = 300
+    """under torchrun: seconds a process waits for the others before the job fails"""
 
     # Atari environment (defaults: the NoFrameskip-v4 protocol of the PPO and CleanRL benchmarks)
     env_threads: int = 0
@@ -168,10 +175,10 @@ def make_env(game: str, args: Args, capture_video: bool, video_dir: str) -> gym.
     return gym.wrappers.FrameStackObservation(env, args.frame_stack, padding_type="zero")
 
 
-def make_vector_env(args: Args, game: str) -> gym.vector.VectorEnv:
+def make_vector_env(args: Args, game: str, num_envs: int) -> gym.vector.VectorEnv:
     envs = AtariVectorEnv(
         game,
-        args.num_envs,
+        num_envs,
         num_threads=args.env_threads,
         # SAME_STEP: a finished env resets inside the step that ended it, so every returned
         # observation is one the agent acts on, and the real last one is in infos["final_obs"].
@@ -353,15 +360,51 @@ def load_file(path: str, required_keys: tuple) -> dict:
     return data
 
 
-def select_device(cuda: bool, torch_threads: int) -> torch.device:
+def select_device(cuda: bool, torch_threads: int, local_rank: int = 0) -> torch.device:
     if cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
     if not cuda:
         torch.set_num_threads(torch_threads)
-    return torch.device("cuda" if cuda else "cpu")
+        return torch.device("cpu")
+    # Under torchrun, each process on a machine takes its own GPU (or shares the only one).
+    device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    return device
 
 
-def validate(args: Args) -> None:
+# ---------------------------------------------------------------------------------------------
+# Data parallelism under torchrun: each process (rank) runs its share of the envs; gradients
+# are averaged over ranks at every minibatch, so all ranks keep identical parameters.
+# Started with plain `python`, the world is one rank and none of this communicates.
+# ---------------------------------------------------------------------------------------------
+def init_distributed(args: Args) -> tuple:
+    """(rank, world_size, local_rank) from torchrun's environment variables."""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1 and not dist.is_initialized():
+        # NCCL between GPUs, gloo between CPU processes. The timeout turns a rank that died
+        # into an error in the others instead of a hang.
+        backend = "nccl" if args.cuda else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=args.dist_timeout))
+    return rank, world_size, int(os.environ.get("LOCAL_RANK", 0))
+
+
+def average_gradients(model: nn.Module, world_size: int) -> None:
+    """Replace every gradient by its mean over the ranks (each rank's is of its own minibatch)."""
+    for parameter in model.parameters():
+        dist.all_reduce(parameter.grad)
+        parameter.grad /= world_size
+
+
+def gather_lists(items: list, world_size: int) -> list:
+    """Every rank's list of plain Python items, concatenated in rank order."""
+    if world_size == 1:
+        return items
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, items)
+    return [item for rank_items in gathered for item in rank_items]
+
+
+def validate(args: Args, world_size: int = 1) -> None:
     batch_size = args.num_envs * args.num_steps
     if args.total_timesteps <= 0:
         raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
@@ -377,6 +420,8 @@ def validate(args: Args) -> None:
         )
     if args.frame_skip <= 0 or args.frame_stack <= 0 or args.noop_max < 0:
         raise ConfigError("--frame-skip and --frame-stack must be positive, --noop-max not negative")
+    if args.num_envs % world_size != 0 or (batch_size // args.num_minibatches) % world_size != 0:
+        raise ConfigError(f"--num-envs and the minibatch size must divide evenly over the {world_size} processes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,23 +435,32 @@ def train(args: Args) -> dict:
         saved = Args(**checkpoint["args"])
         saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
         args = saved
-    validate(args)
+    rank, world_size, local_rank = init_distributed(args)
+    validate(args, world_size)
     game = check_env(args.env_id)
-    device = select_device(args.cuda, args.torch_threads)
+    device = select_device(args.cuda, args.torch_threads, local_rank)
 
+    # The batch and minibatch sizes are global; each rank holds its share of the envs and of
+    # every minibatch. The gradient, averaged over ranks, is the one of the global minibatch.
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
+    num_envs, local_batch_size, local_minibatch_size = (
+        n // world_size for n in (args.num_envs, batch_size, minibatch_size)
+    )
+    is_main = rank == 0  # only rank 0 writes logs, checkpoints and the model
 
     if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
         run_dir = checkpoint["run_dir"]
     else:
         run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
         run_dir = os.path.join(args.runs_dir, run_name)
-    os.makedirs(run_dir, exist_ok=True)
-    print(f"device: {device}, run: {run_dir}")
+    run_dir = gather_lists([run_dir], world_size)[0]  # rank 0's, named at rank 0's clock
+    if is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        print(f"device: {device}, run: {run_dir}" + (f", {world_size} processes" if world_size > 1 else ""))
 
-    if args.track:
+    if args.track and is_main:
         try:
             import wandb
         except ImportError:
@@ -419,18 +473,20 @@ def train(args: Args) -> dict:
             name=os.path.basename(run_dir),
             save_code=True,
         )
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
+    writer = SummaryWriter(run_dir) if is_main else None
+    if is_main:
+        writer.add_text(
+            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        )
 
     # Seeding: all randomness of the script comes from torch; the envs have their own seeds.
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    # Each rank samples its own actions and minibatches: seed + rank.
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed + rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
-    envs = make_vector_env(args, game)
+    envs = make_vector_env(args, game, num_envs)
     obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
     n_actions = int(envs.single_action_space.n)
 
@@ -444,28 +500,36 @@ def train(args: Args) -> dict:
         optimizer.load_state_dict(checkpoint["optimizer"])
         global_step = checkpoint["global_step"]
         start_iteration = checkpoint["iteration"] + 1
-        torch.set_rng_state(checkpoint["torch_rng_state"])
-        if device.type == "cuda" and "cuda_rng_state" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-        print(f"resumed from {args.resume} at step {global_step}")
+        if is_main:  # rank 0 carries on its saved random stream; the others start new ones
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+            if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+                torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+            print(f"resumed from {args.resume} at step {global_step}")
+        else:
+            torch.manual_seed(args.seed + rank + global_step)
+    if world_size > 1:  # every rank starts from rank 0's weights
+        for parameter in agent.parameters():
+            dist.broadcast(parameter.data, src=0)
 
     # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. The
     # log-probabilities and values come with each action (the network is shared), so nothing
     # is recomputed after the rollout. Rewards and dones arrive from the envs as numpy arrays
     # and stay numpy until the rollout ends: one transfer per rollout, not per step.
-    obs = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
-    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    print(f"rollout buffer: frames {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8) on {device}")
+    obs = torch.zeros((args.num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((args.num_steps, num_envs), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, num_envs), device=device)
+    values = torch.zeros((args.num_steps, num_envs), device=device)
+    rewards_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
+    dones_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
+    if is_main:
+        print(f"rollout buffer: frames {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8) on {device}")
 
     def to_obs_tensor(raw) -> torch.Tensor:
         return torch.as_tensor(raw, device=device)
 
-    # A resumed run starts fresh games, seeded differently from the first start.
-    raw_obs, infos = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
+    # Env i of rank r is env r * num_envs + i of the whole run, seeded as in one process. A
+    # resumed run starts fresh games, seeded differently from the first start.
+    raw_obs, infos = envs.reset(seed=args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs)
     next_obs = to_obs_tensor(raw_obs)
     lives = infos["lives"]
     episodic_returns, episodic_lengths = [], []
@@ -473,7 +537,7 @@ def train(args: Args) -> dict:
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     start_time, start_step = time.time(), global_step
 
-    progress = make_progress(args.progress)
+    progress = make_progress(args.progress and is_main)
     task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
     with progress:
         for iteration in range(start_iteration, num_iterations + 1):
@@ -483,6 +547,7 @@ def train(args: Args) -> dict:
 
             # ---- Rollout.
             truncated_slots, truncated_obs = [], []
+            finished = []  # (step, return, length) of the games that ended in this rollout
             with torch.no_grad():
                 for step in range(args.num_steps):
                     global_step += args.num_envs
@@ -506,10 +571,8 @@ def train(args: Args) -> dict:
 
                     if "episode" in infos:
                         for env_idx in np.flatnonzero(infos["_episode"]):
-                            episodic_returns.append(float(infos["episode"]["r"][env_idx]))
-                            episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
-                            writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
-                            writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
+                            episode = infos["episode"]
+                            finished.append((global_step, float(episode["r"][env_idx]), int(episode["l"][env_idx])))
 
                 rewards = torch.as_tensor(rewards_np, device=device).clone()
                 dones = torch.as_tensor(dones_np, device=device)
@@ -521,6 +584,14 @@ def train(args: Args) -> dict:
                 advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
                 returns = advantages + values
 
+            # The games of all ranks, so that the logged return covers every env.
+            for step, episodic_return, episodic_length in gather_lists(finished, world_size):
+                episodic_returns.append(episodic_return)
+                episodic_lengths.append(episodic_length)
+                if is_main:
+                    writer.add_scalar("charts/episodic_return", episodic_return, step)
+                    writer.add_scalar("charts/episodic_length", episodic_length, step)
+
             b_obs = obs.reshape(-1, *obs_shape)
             b_actions = actions.reshape(-1)
             b_logprobs = logprobs.reshape(-1)
@@ -531,9 +602,9 @@ def train(args: Args) -> dict:
             # ---- Update: several epochs of minibatch steps on the clipped objective.
             ratios = []  # of every minibatch, for the diagnostics below
             for epoch in range(args.update_epochs):
-                permutation = torch.randperm(batch_size, device=device)
-                for start in range(0, batch_size, minibatch_size):
-                    mb = permutation[start : start + minibatch_size]
+                permutation = torch.randperm(local_batch_size, device=device)
+                for start in range(0, local_batch_size, local_minibatch_size):
+                    mb = permutation[start : start + local_minibatch_size]
                     new_logprob, entropy, new_value = agent.evaluate_actions(b_obs[mb], b_actions[mb])
                     logratio = new_logprob - b_logprobs[mb]
                     ratio = logratio.exp()
@@ -551,13 +622,23 @@ def train(args: Args) -> dict:
 
                     optimizer.zero_grad()
                     loss.backward()
+                    if world_size > 1:
+                        average_gradients(agent, world_size)
                     grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                     optimizer.step()
 
-                if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
-                    break
+                if args.target_kl is not None:
+                    # All ranks must take the same decision: they judge the mean KL over ranks.
+                    kl = approx_kl(ratios[-1])
+                    if world_size > 1:
+                        dist.all_reduce(kl)
+                        kl /= world_size
+                    if kl > args.target_kl:
+                        break
 
-            # ---- Logging, once per update.
+            # ---- Logging, once per update, and checkpoints: rank 0's job.
+            if not is_main:
+                continue
             sps = int((global_step - start_step) / (time.time() - start_time))
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
@@ -598,14 +679,16 @@ def train(args: Args) -> dict:
 
     envs.close()
     sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+    if world_size > 1:
+        dist.destroy_process_group()
 
     model_path = None
-    if args.save_model:
+    if args.save_model and is_main:
         model_path = os.path.join(run_dir, "model.pt")
         save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
 
     eval_returns = []
-    if args.eval_episodes > 0:
+    if args.eval_episodes > 0 and is_main:
         eval_returns = play(
             agent,
             args,
@@ -620,11 +703,12 @@ def train(args: Args) -> dict:
         print(
             f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
         )
-    print(
-        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
-    )
-    writer.close()
-    if args.track:
+    if is_main:
+        print(
+            f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
+        )
+        writer.close()
+    if args.track and is_main:
         wandb.finish()
     return {
         "global_step": global_step,

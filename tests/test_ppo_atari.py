@@ -2,12 +2,19 @@
 Breakout, with short truncated games), plus the Atari bookkeeping and learning on a synthetic
 pixel game that stands in for the emulator."""
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from conftest import PPOScript, run_cli
+from conftest import ROOT, PPOScript, read_scalars, run_cli
 from ppo_contract import (  # noqa: F401  (the contract's tests that do not need the test/* envs)
     test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise,
     test_bad_input_is_refused_clearly,
@@ -211,3 +218,129 @@ def test_capture_video_records_the_evaluation_game(tmp_path):
 def test_cli_names_close_matches_of_an_unknown_game(in_tmp):
     proc = run_cli("ppo_atari.py", "--env-id", "ALE/Pongg-v5", "--no-progress", cwd=in_tmp)
     assert proc.returncode == 2 and "close matches: pong" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Data parallelism under torchrun (gloo on CPU)
+# ---------------------------------------------------------------------------------------------
+def torchrun(tmp_path, *flags: str, nproc: int = 2, wait: bool = True):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    command += [str(ROOT / "ppo_atari.py"), "--no-progress", *flags]
+    if not wait:
+        return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def tiny_flags(**overrides) -> list:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in {**SCRIPT.tiny, **overrides}.items()]
+
+
+def test_two_processes_log_every_env_write_one_run_and_resume(tmp_path):
+    # One env per rank, 256 steps each, games cut every 100 steps: 2 games per env.
+    proc = torchrun(tmp_path, *tiny_flags(total_timesteps=512, checkpoint_every=512, eval_episodes=1))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("device: cpu") == 1 and "2 processes" in proc.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "model.pt").exists()
+    assert len(read_scalars(str(run_dir))["charts/episodic_return"]) == 4  # rank 0 alone would log 2
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] == 512
+
+    # Both ranks carry on from rank 0's checkpoint, here given a longer budget.
+    checkpoint["args"]["total_timesteps"] = 768
+    torch.save(checkpoint, tmp_path / "longer.pt")
+    proc = torchrun(tmp_path, f"--resume={tmp_path / 'longer.pt'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed from" in proc.stdout
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == 768
+
+
+def run_ranks(target, world_size: int, *args) -> None:
+    """Run target(rank, world_size, *args) in world_size spawned processes joined by gloo."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = torch.multiprocessing.get_context("spawn")
+    processes = [ctx.Process(target=target, args=(rank, world_size, port, *args)) for rank in range(world_size)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=240)
+        assert process.exitcode == 0
+
+
+def join_world(rank, world_size, port):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo")
+
+
+def record_parameters_after_every_step(rank, world_size, port, tmp_path):
+    join_world(rank, world_size, port)
+    sums, step = [], torch.optim.Adam.step
+
+    def step_and_record(self, *args, **kwargs):
+        step(self, *args, **kwargs)
+        sums.append(torch.cat([p.detach().reshape(-1) for group in self.param_groups for p in group["params"]]))
+
+    torch.optim.Adam.step = step_and_record
+    atari.train(SCRIPT.args(tmp_path / f"rank{rank}", eval_episodes=0, save_model=False))
+    torch.save(torch.stack(sums), tmp_path / f"rank{rank}.pt")
+
+
+def test_ranks_keep_identical_parameters(tmp_path):
+    run_ranks(record_parameters_after_every_step, 2, tmp_path)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert len(rank0) == 2 * SCRIPT.tiny["update_epochs"] * SCRIPT.tiny["num_minibatches"]
+    assert torch.equal(rank0, rank1)
+    assert not torch.equal(rank0[0], rank0[-1])  # and they did change
+
+
+def fixed_batch_gradient(rank: int, world_size: int) -> torch.Tensor:
+    """The PPO loss gradient on this rank's share of one fixed batch of 8, averaged over ranks."""
+    torch.manual_seed(0)
+    agent = atari.Agent(4, 4)
+    obs, actions = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8), torch.randint(0, 4, (8,))
+    advantages, old_logprobs = torch.randn(8), torch.randn(8) - 1.5
+    share = slice(rank * 8 // world_size, (rank + 1) * 8 // world_size)
+    logprob, _, value = agent.evaluate_actions(obs[share], actions[share])
+    loss = atari.policy_loss((logprob - old_logprobs[share]).exp(), advantages[share], 0.1) + value.pow(2).mean()
+    loss.backward()
+    if world_size > 1:
+        atari.average_gradients(agent, world_size)
+    return torch.cat([p.grad.reshape(-1) for p in agent.parameters()])
+
+
+def save_fixed_batch_gradient(rank, world_size, port, tmp_path):
+    join_world(rank, world_size, port)
+    torch.save(fixed_batch_gradient(rank, world_size), tmp_path / f"grad{rank}.pt")
+
+
+def test_two_ranks_average_to_the_gradient_of_the_whole_batch(tmp_path):
+    run_ranks(save_fixed_batch_gradient, 2, tmp_path)
+    whole = fixed_batch_gradient(0, 1)
+    for rank in (0, 1):
+        torch.testing.assert_close(torch.load(tmp_path / f"grad{rank}.pt"), whole, rtol=1e-4, atol=1e-6)
+
+
+def test_a_dead_rank_ends_the_job(tmp_path):
+    proc = torchrun(tmp_path, "--env-id=Breakout", "--total-timesteps=10000000", "--torch-threads=1", wait=False)
+    try:
+        assert "rollout buffer" in proc.stdout.readline() + proc.stdout.readline()  # training has started
+        workers = worker_pids(proc.pid)
+        (rank1,) = [pid for pid in workers if b"RANK=1\0" in open(f"/proc/{pid}/environ", "rb").read()]
+        os.kill(rank1, signal.SIGKILL)
+        proc.wait(timeout=120)  # no hang: torchrun stops the other rank and fails
+        assert proc.returncode != 0
+        assert "ppo_atari.py FAILED" in proc.stderr.read()
+        time.sleep(1)
+        assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]  # no orphan left
+    finally:
+        proc.kill()
+
+
+def worker_pids(parent: int) -> list:
+    children = (
+        open(f"/proc/{parent}/task/{parent}/children").read().split() if os.path.exists(f"/proc/{parent}") else []
+    )
+    return [int(pid) for pid in children]
