@@ -86,7 +86,7 @@ def test_an_unknown_game_lists_close_matches():
 
 
 def test_frames_are_stacked_84x84_uint8():
-    envs = atari.make_vector_env(atari.Args(num_envs=2), "breakout")
+    envs = atari.make_vector_env(atari.Args(), "breakout", num_envs=2)
     obs, infos = envs.reset(seed=0)
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
     assert envs.single_action_space == gym.spaces.Discrete(4)
@@ -96,8 +96,8 @@ def test_frames_are_stacked_84x84_uint8():
 
 def test_evaluation_sees_the_pixels_training_saw():
     # Without random no-ops both start identically; then the same actions give the same frames.
-    args = atari.Args(num_envs=1, noop_max=0)
-    envs = atari.make_vector_env(args, "breakout")
+    args = atari.Args(noop_max=0)
+    envs = atari.make_vector_env(args, "breakout", num_envs=1)
     env = atari.make_env("breakout", args, capture_video=False, video_dir="")
     vector_obs, _ = envs.reset(seed=0)
     single_obs, _ = env.reset(seed=0)
