@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -131,12 +132,14 @@ class PPOScript:
     name: str  # file name without .py
     env_id: str  # a real env with the right action space, for tiny runs
     tiny: dict  # Args overrides for a run of a few seconds: exactly 2 updates
-    test_env_suffix: str  # "" (Discrete actions) or "Box": which test/* envs fit the script
     wrong_env_id: str  # an env with an action space the script refuses ...
     wrong_env_message: str  # ... and what the refusal says
-    learn: dict  # Args overrides of the short learning test
-    learned_at_least: float  # greedy eval return the learning test must reach
-    broken_at_most: float  # and that a broken update must not reach
+    # Only for the contract tests that use the test/* envs and the learning tests; a script that
+    # imports just the other tests (ppo_atari.py) leaves them out.
+    test_env_suffix: Optional[str] = None  # "" (Discrete actions) or "Box": which test/* envs fit
+    learn: Optional[dict] = None  # Args overrides of the short learning test
+    learned_at_least: Optional[float] = None  # greedy eval return the learning test must reach
+    broken_at_most: Optional[float] = None  # and that a broken update must not reach
 
     @property
     def module(self):

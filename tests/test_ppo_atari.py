@@ -54,10 +54,6 @@ SCRIPT = PPOScript(
     ),  # fmt: skip
     wrong_env_id="CartPole-v1",
     wrong_env_message="is not an Atari game; use ppo_discrete.py",
-    test_env_suffix="",
-    learn={},
-    learned_at_least=0.0,
-    broken_at_most=0.0,
 )
 atari = SCRIPT.module
 
