@@ -54,8 +54,8 @@ class Args:
     """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
     cuda: bool = False
     """train on the GPU; stops with an error when no CUDA device is present"""
-    torch_threads: int = 2
-    """torch CPU threads (the convolutions use them; the emulators have their own threads)"""
+    torch_threads: int = 0
+    """torch CPU threads for the convolutions (0: this machine's cores, shared among its torchrun processes)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
     track: bool = False
@@ -85,7 +85,7 @@ class Args:
 
     # Atari environment (defaults: the NoFrameskip-v4 protocol of the PPO and CleanRL benchmarks)
     env_threads: int = 0
-    """threads of ale_py's vector environment (0: one per CPU core)"""
+    """threads of ale_py's vector environment (0: this machine's cores, shared among its torchrun processes)"""
     frame_skip: int = 4
     """emulator frames per agent step; the observation is the max of the last two"""
     frame_stack: int = 4
@@ -175,11 +175,16 @@ def make_env(game: str, args: Args, capture_video: bool, video_dir: str) -> gym.
     return gym.wrappers.FrameStackObservation(env, args.frame_stack, padding_type="zero")
 
 
+def cores_per_process() -> int:
+    """This machine's CPU cores divided among the processes torchrun started on it (1 without)."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
 def make_vector_env(args: Args, game: str, num_envs: int) -> gym.vector.VectorEnv:
     envs = AtariVectorEnv(
         game,
         num_envs,
-        num_threads=args.env_threads,
+        num_threads=args.env_threads or cores_per_process(),
         # SAME_STEP: a finished env resets inside the step that ended it, so every returned
         # observation is one the agent acts on, and the real last one is in infos["final_obs"].
         # (This env's default is NEXT_STEP, which returns the last observation and then needs
@@ -364,7 +369,7 @@ def select_device(cuda: bool, torch_threads: int, local_rank: int = 0) -> torch.
     if cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
     if not cuda:
-        torch.set_num_threads(torch_threads)
+        torch.set_num_threads(torch_threads or cores_per_process())
         return torch.device("cpu")
     # Under torchrun, each process on a machine takes its own GPU (or shares the only one).
     device = torch.device("cuda", local_rank % torch.cuda.device_count())
