@@ -37,6 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # experiments whose curves its plot shows too. A `baseline` experiment runs a
 # script the user points to with --baseline NAME=PATH (never committed here), with the same
 # command-line conventions (`--seed`, `--total-timesteps`, writes `runs/<run>/` in its cwd).
+# `torchrun: N` launches the script on N processes with torchrun.
 CLEANRL_SETTINGS = (
     "--num-envs 4 --num-steps 128 --update-epochs 4 --num-minibatches 4 --learning-rate 2.5e-4 "
     "--gamma 0.99 --gae-lambda 0.95 --ent-coef 0.01 --clip-vloss"
@@ -123,6 +124,14 @@ EXPERIMENTS = {
         "steps": 20_480,
         "flags": ["--eval-episodes", "0", "--no-save-model"],
     },
+    # The same, data-parallel on 2 processes under torchrun (gloo).
+    "atari-speed-2proc": {
+        "script": "ppo_atari.py",
+        "env_id": "BreakoutNoFrameskip-v4",
+        "steps": 20_480,
+        "flags": ["--eval-episodes", "0", "--no-save-model"],
+        "torchrun": 2,
+    },
     "cleanrl-atari-speed": {"baseline": True, "env_id": "BreakoutNoFrameskip-v4", "steps": 20_480, "flags": []},
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
     # The same baseline limited to one torch thread, as our scripts run by default on CPU.
@@ -140,7 +149,10 @@ def run_one(name: str, seed: int, baselines: dict) -> str:
     exp = EXPERIMENTS[name]
     work = RUNS / name / f"seed{seed}"
     script = baselines[name] if exp.get("baseline") else str(ROOT / exp["script"])
-    cmd = [sys.executable, script, "--env-id", exp["env_id"], "--seed", str(seed),
+    launcher = [sys.executable]
+    if "torchrun" in exp:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={exp['torchrun']}"]
+    cmd = [*launcher, script, "--env-id", exp["env_id"], "--seed", str(seed),
            "--total-timesteps", str(exp["steps"]), *exp["flags"]]  # fmt: skip
     if not exp.get("baseline"):
         cmd += ["--runs-dir", "runs", "--no-progress"]
