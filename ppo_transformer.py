@@ -84,7 +84,7 @@ class Args:
     """parallel environments (gymnasium SyncVectorEnv)"""
     num_steps: int = 32
     """steps per environment per rollout; the batch is num_envs * num_steps"""
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     """Adam learning rate"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over training"""
@@ -110,8 +110,8 @@ class Args:
     """global gradient norm clipping threshold"""
     target_kl: Optional[float] = None
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
-    norm_obs: bool = False
-    """normalize observations with running mean and variance (saved with the model)"""
+    norm_obs: bool = True
+    """normalize observations with running mean and variance (saved with the model); they make the small changes from step to step, from which memory infers speed, visible"""
     norm_reward: bool = False
     """divide rewards by the running std of the discounted return; logged returns stay raw"""
     mask_velocity: bool = False
