@@ -142,6 +142,30 @@ EXPERIMENTS = {
         "flags": [],
         "env": {"OMP_NUM_THREADS": "1"},
     },
+    # A3C: defaults with 2 workers (one per core here); Pendulum with a preset of flags.
+    "a3c-cartpole": {"script": "a3c.py", "env_id": "CartPole-v1", "steps": 500_000, "flags": ["--num-workers", "2"]},
+    "a3c-pendulum": {
+        "script": "a3c.py",
+        "env_id": "Pendulum-v1",
+        "steps": 500_000,
+        "flags": (
+            "--num-workers 2 --num-steps 32 --learning-rate 3e-3 --gamma 0.9 --gae-lambda 0.95 --ent-coef 0.0 "
+            "--norm-adv --reward-scale 0.1"
+        ).split(),
+    },
+    # How A3C's throughput scales with its worker processes: the same run with 1 and with 2.
+    "a3c-speed-1worker": {
+        "script": "a3c.py",
+        "env_id": "CartPole-v1",
+        "steps": 200_000,
+        "flags": ["--num-workers", "1", "--eval-episodes", "0", "--no-save-model"],
+    },
+    "a3c-speed-2workers": {
+        "script": "a3c.py",
+        "env_id": "CartPole-v1",
+        "steps": 200_000,
+        "flags": ["--num-workers", "2", "--eval-episodes", "0", "--no-save-model"],
+    },
 }
 
 
