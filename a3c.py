@@ -95,7 +95,7 @@ class Args:
     """lambda of generalized advantage estimation; 1: the paper's n-step returns bootstrapped from V(s_{t+n})"""
     norm_adv: bool = False
     """normalize advantages within each rollout"""
-    ent_coef: float = 0.01
+    ent_coef: float = 0.001
     """entropy bonus coefficient"""
     vf_coef: float = 0.5
     """value loss coefficient"""
@@ -478,7 +478,7 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
                         r, length = float(infos["episode"]["r"][env_idx]), int(infos["episode"]["l"][env_idx])
                         episodes.append((episode_step, r, length))
 
-            # ---- n-step returns (GAE with lambda = 1), bootstrapped from V(s_{t+n}).
+            # ---- The bootstrap values: V(final_obs) of truncated episodes and V(s_{t+n}).
             rewards = torch.as_tensor(rewards_np * args.reward_scale)
             dones = torch.as_tensor(dones_np)
             if truncated_obs:
@@ -493,6 +493,8 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
         log_probs, entropy, b_values = local_agent.evaluate_actions(b_obs, b_actions)
         values = b_values.reshape(args.num_steps, args.num_envs)
         with torch.no_grad():
+            # With lambda = 1 (the default), returns are the paper's n-step returns
+            # R_t = r_t + gamma r_{t+1} + ... + gamma^(n-t) V(s_{t+n}), cut at episode ends.
             advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
             returns = advantages + values
             b_advantages = advantages.reshape(-1)
