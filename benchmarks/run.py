@@ -108,8 +108,8 @@ EXPERIMENTS = {
     "breakout-cpu": {
         "script": "ppo_atari.py",
         "env_id": "BreakoutNoFrameskip-v4",
-        "steps": 500_000,
-        "flags": ["--eval-episodes", "5"],
+        "steps": 300_000,
+        "flags": ["--eval-episodes", "5", "--torch-threads", "1", "--env-threads", "1"],
     },
     "cartpole-speed": {
         "script": "ppo_discrete.py",
