@@ -25,7 +25,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -110,6 +110,10 @@ class Args:
     """divide rewards by the running std of the discounted return; logged returns stay raw"""
     hidden_size: int = 64
     """width of the two hidden layers of the actor and of the critic"""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """nonlinearity of the hidden layers"""
+    ortho_init: bool = True
+    """orthogonal initialization, as the original PPO code; off: PyTorch's default (RL Zoo's HalfCheetah setting)"""
     init_log_std: float = 0.0
     """initial log standard deviation of the Gaussian policy (0: std 1)"""
     squash: bool = False
@@ -307,23 +311,28 @@ class Agent(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, args: Args):
         super().__init__()
         hidden_size = args.hidden_size
+        activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[args.activation]
+
+        def init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
+            return layer_init(layer, std) if args.ortho_init else layer  # else PyTorch's default
+
         self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
         # Used in training only; kept in the module so that checkpoints carry it.
         self.return_rms = RunningMeanStd(()) if args.norm_reward else None
         self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden_size)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, hidden_size)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, 1), std=1.0),
+            init(nn.Linear(obs_dim, hidden_size)),
+            activation(),
+            init(nn.Linear(hidden_size, hidden_size)),
+            activation(),
+            init(nn.Linear(hidden_size, 1), std=1.0),
         )
         self.actor_mean = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden_size)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, hidden_size)),
-            nn.Tanh(),
+            init(nn.Linear(obs_dim, hidden_size)),
+            activation(),
+            init(nn.Linear(hidden_size, hidden_size)),
+            activation(),
             # A small last layer starts every mean near 0.
-            layer_init(nn.Linear(hidden_size, action_dim), std=0.01),
+            init(nn.Linear(hidden_size, action_dim), std=0.01),
         )
         self.actor_logstd = nn.Parameter(torch.full((action_dim,), float(args.init_log_std)))
         self.squash = args.squash

@@ -102,3 +102,14 @@ def test_both_policies_train_and_evaluate(tmp_path, squash):
 @pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "HalfCheetah-v5", "BipedalWalker-v3"])
 def test_mujoco_and_box2d_envs_are_accepted(env_id):
     ppo.check_env(env_id)  # raises ConfigError when the env or its engine is missing
+
+
+@pytest.mark.parametrize("activation, ortho_init", [("tanh", True), ("relu", False)])
+def test_activation_and_initialization_knobs(activation, ortho_init):
+    agent = ppo.Agent(
+        obs_dim=3, action_dim=1, args=ppo.Args(hidden_size=16, activation=activation, ortho_init=ortho_init)
+    )
+    assert type(agent.actor_mean[1]).__name__ == {"tanh": "Tanh", "relu": "ReLU"}[activation]
+    # Orthogonal init: the 3 columns of the first weight are orthogonal with norm sqrt(2).
+    gram = agent.critic[0].weight.T @ agent.critic[0].weight
+    assert torch.allclose(gram, 2.0 * torch.eye(3), atol=1e-5) is ortho_init
