@@ -163,7 +163,7 @@ EXPERIMENTS = {
         "steps": 500_000,
         "flags": (
             "--num-workers 2 --num-steps 32 --learning-rate 3e-3 --gamma 0.9 --gae-lambda 0.95 --ent-coef 0.0 "
-            "--norm-adv --reward-scale 0.1"
+            "--norm-adv --reward-scale 0.1 --max-grad-norm 5"
         ).split(),
     },
     # How A3C's throughput scales with its worker processes: the same run with 1 and with 2.
