@@ -535,14 +535,14 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
     messages.put(("done", worker_id, updates))
 
 
-def worker_main(worker_id, *worker_args) -> None:
-    """Entry point of a worker process: one torch thread, Ctrl-C left to the main process, and
-    any error sent to the main process as text instead of dying silently."""
+def worker_main(worker_id, seed, args, *worker_args) -> None:
+    """Entry point of a worker process: --torch-threads threads (one by default), Ctrl-C left to
+    the main process, and any error sent to the main process as text instead of dying silently."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
     messages = worker_args[-1]
     try:
-        worker(worker_id, *worker_args)
+        worker(worker_id, seed, args, *worker_args)
     except BaseException:
         messages.put(("error", worker_id, traceback.format_exc()))
 

@@ -440,8 +440,9 @@ def learning_score(module, tmp_path) -> float:
 
 
 def test_learns_cartpole_with_two_workers(tmp_path):
-    # A uniformly random policy scores about 22.
-    assert learning_score(a3c, tmp_path) >= 150.0
+    # A uniformly random policy scores about 22. The workers' interleaving varies from run to
+    # run: 12 runs of this test scored between 143 and 496.
+    assert learning_score(a3c, tmp_path) >= 75.0
 
 
 @pytest.mark.parametrize(
@@ -452,4 +453,4 @@ def test_learns_cartpole_with_two_workers(tmp_path):
     ],
 )
 def test_broken_updates_do_not_learn(tmp_path, name, old, new):
-    assert learning_score(load_mutant(tmp_path, name, old, new), tmp_path) < 60.0
+    assert learning_score(load_mutant(tmp_path, name, old, new), tmp_path) < 40.0
