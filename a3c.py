@@ -655,11 +655,13 @@ def train(args: Args) -> dict:
     ]
     # The workers ignore Ctrl-C from birth (they inherit SIG_IGN); the main process stops them.
     previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for w in workers:
-            w.start()
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
+    for w in workers:
+        w.start()
+    # In the main process, Ctrl-C only raises a flag that the loop below checks twice a second:
+    # an exception raised at an arbitrary point could leave a lock of the queue or of the
+    # TensorBoard writer held, and the shutdown waiting on it forever.
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
 
     episodic_returns, episodic_lengths = [], []
     updates_per_worker = [0] * args.num_workers
@@ -683,6 +685,8 @@ def train(args: Args) -> dict:
     try:
         with progress:
             while len(done) < args.num_workers:
+                if interrupted:
+                    raise KeyboardInterrupt
                 try:
                     kind, worker_id, payload = messages.get(timeout=0.5)
                 except queue.Empty:
@@ -733,6 +737,8 @@ def train(args: Args) -> dict:
         stop_workers(workers, messages, stop)
         writer.close()
         raise
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     stop_workers(workers, messages, stop)  # all have said "done": wait for them to exit
 
     global_step = counter.value
