@@ -41,6 +41,11 @@ def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300) -> subproc
     )
 
 
+def cli_flags(settings: dict) -> list:
+    """Args settings as command-line flags: {"num_envs": 2} -> ["--num-envs=2"] (booleans left out)."""
+    return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if not isinstance(v, bool)]
+
+
 def read_scalars(run_dir: str) -> dict:
     """{tag: [(step, value), ...]} of every scalar in a run's TensorBoard events."""
     return load_script("benchmarks/run").read_scalars(run_dir)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_scalars, run_cli
+from conftest import cli_flags, read_scalars, run_cli
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
 
 
 def test_cli_trains_then_evaluates_the_saved_model(sut, in_tmp):
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in sut.tiny.items() if not isinstance(v, bool)]
+    flags = cli_flags(sut.tiny)
     proc = run_cli(f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import ROOT, load_script, read_scalars, run_cli
+from conftest import ROOT, cli_flags, load_script, read_scalars, run_cli
 
 # Tests of the PPO contract that need only `sut.module`: the same GAE, the same file habits.
 from ppo_contract import (  # noqa: F401
@@ -306,7 +306,7 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
 
 
 def test_cli_trains_then_evaluates_the_saved_model(in_tmp):
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if not isinstance(v, bool)]
+    flags = cli_flags(TINY)
     proc = run_cli("a3c.py", *flags, "--num-workers=1", "--eval-episodes=1", "--no-progress", cwd=in_tmp, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "training with 1 worker process\n" in proc.stdout

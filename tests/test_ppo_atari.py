@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, PPOScript, read_scalars, run_cli
+from conftest import ROOT, PPOScript, cli_flags, read_scalars, run_cli
 from ppo_contract import (  # noqa: F401  (the contract's tests that do not need the test/* envs)
     test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise,
     test_bad_input_is_refused_clearly,
@@ -227,13 +227,11 @@ def torchrun(tmp_path, *flags: str, nproc: int = 2, wait: bool = True):
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
-def tiny_flags(**overrides) -> list:
-    return [f"--{k.replace('_', '-')}={v}" for k, v in {**SCRIPT.tiny, **overrides}.items()]
-
-
 def test_two_processes_log_every_env_write_one_run_and_resume(tmp_path):
     # One env per rank, 256 steps each, games cut every 100 steps: 2 games per env.
-    proc = torchrun(tmp_path, *tiny_flags(total_timesteps=512, checkpoint_every=512, eval_episodes=1))
+    proc = torchrun(
+        tmp_path, *cli_flags({**SCRIPT.tiny, "total_timesteps": 512, "checkpoint_every": 512, "eval_episodes": 1})
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("device: cpu") == 1 and "2 processes" in proc.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
