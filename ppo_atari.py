@@ -371,8 +371,13 @@ def select_device(cuda: bool, torch_threads: int, local_rank: int = 0) -> torch.
     if not cuda:
         torch.set_num_threads(torch_threads or cores_per_process())
         return torch.device("cpu")
-    # Under torchrun, each process on a machine takes its own GPU (or shares the only one).
-    device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    # Under torchrun, each process on a machine takes its own GPU: NCCL refuses two on one.
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"process {local_rank} on this machine has no GPU of its own: torch sees {torch.cuda.device_count()}; "
+            "start at most that many with torchrun --nproc-per-node"
+        )
+    device = torch.device("cuda", local_rank)
     torch.cuda.set_device(device)
     return device
 

@@ -146,6 +146,23 @@ EXPERIMENTS = {
         "torchrun": 2,
     },
     "cleanrl-atari-speed": {"baseline": True, "env_id": "BreakoutNoFrameskip-v4", "steps": 20_480, "flags": []},
+    # Continuous control at CleanRL's settings, which are ppo_continuous.py's and sac.py's
+    # defaults: PPO 1 env x 2048 steps, 10 epochs, 32 minibatches; SAC 256x256 networks, batch 256,
+    # 5k random steps then one update per step (here 5k updates).
+    "halfcheetah-speed": {
+        "script": "ppo_continuous.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 20_480,
+        "flags": ["--eval-episodes", "0", "--no-save-model"],
+    },
+    "cleanrl-halfcheetah-speed": {"baseline": True, "env_id": "HalfCheetah-v4", "steps": 20_480, "flags": []},
+    "sac-speed": {
+        "script": "sac.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 10_000,
+        "flags": ["--eval-episodes", "0", "--no-save-model"],
+    },
+    "cleanrl-sac-speed": {"baseline": True, "env_id": "HalfCheetah-v4", "steps": 10_000, "flags": []},
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
     # The same baseline limited to one torch thread, as our scripts run by default on CPU.
     "cleanrl-speed-1thread": {
@@ -180,6 +197,13 @@ EXPERIMENTS = {
         "flags": ["--num-workers", "2", "--eval-episodes", "0", "--no-save-model"],
     },
 }
+
+
+# The same speed comparisons on a GPU, named <name>-gpu: the same runs with --cuda (the
+# baseline scripts take --cuda too).
+for _name in ["atari-speed", "cleanrl-atari-speed", "halfcheetah-speed", "cleanrl-halfcheetah-speed", "sac-speed",
+              "cleanrl-sac-speed"]:  # fmt: skip
+    EXPERIMENTS[f"{_name}-gpu"] = {**EXPERIMENTS[_name], "flags": [*EXPERIMENTS[_name]["flags"], "--cuda"]}
 
 
 def run_one(name: str, seed: int, baselines: dict) -> str:

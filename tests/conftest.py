@@ -30,14 +30,18 @@ def load_script(name: str):
     return _loaded[name]
 
 
-def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python ROOT/script.py args...` in `cwd`; return the finished process."""
+def run_cli(
+    script: str, *args: str, cwd: Path, timeout: float = 300, env: Optional[dict] = None
+) -> subprocess.CompletedProcess:
+    """Run `python ROOT/script.py args...` in `cwd`, with `env` added to the environment; return
+    the finished process."""
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

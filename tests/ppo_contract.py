@@ -269,7 +269,8 @@ def test_resume_restores_the_random_state(sut, tmp_path):
     for path in paths:
         result = ppo.train(ppo.Args(resume=str(path), progress=False))
         assert result["global_step"] == 2 * sut.batch
-        weights.append(torch.load(result["checkpoint_path"], weights_only=True)["model"])
+        saved = torch.load(result["checkpoint_path"], weights_only=True)
+        weights.append(saved["model"] if "model" in saved else saved["actor"])  # sac.py: "actor"
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
     assert any(not torch.equal(weights[0][n], weights[2][n]) for n in weights[0])
 
@@ -327,6 +328,41 @@ def test_missing_env_dependency_says_what_to_install(sut, tmp_path, monkeypatch)
 def test_cuda_without_a_gpu_is_refused(sut, tmp_path):
     with pytest.raises(sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"):
         sut.module.train(sut.args(tmp_path, cuda=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut, tmp_path):
+    # --cuda end to end: the checkpoint holds the GPU's random state and a resume restores it
+    # (two resumes from one checkpoint agree; one with another GPU state does not); the saved
+    # model plays in a process that sees no GPU.
+    args = sut.args(tmp_path, cuda=True, eval_episodes=0)
+    args.checkpoint_every = args.total_timesteps
+    first = sut.module.train(args)
+    checkpoint = torch.load(first["checkpoint_path"], weights_only=True)
+    checkpoint["args"]["total_timesteps"] *= 2
+    checkpoint["run_dir"] = ""
+    paths = [tmp_path / "same_a.pt", tmp_path / "same_b.pt", tmp_path / "other.pt"]
+    for path in paths[:2]:
+        torch.save(checkpoint, path)
+    checkpoint["cuda_rng_state"] = torch.Generator().manual_seed(999).get_state()
+    torch.save(checkpoint, paths[2])
+    weights = []
+    for path in paths:
+        result = sut.module.train(sut.module.Args(resume=str(path), cuda=True, progress=False))
+        saved = torch.load(result["checkpoint_path"], weights_only=True)
+        weights.append(saved["model"] if "model" in saved else saved["actor"])  # sac.py: "actor"
+
+    def largest_difference(a: dict, b: dict) -> float:
+        return max((a[n].float() - b[n].float()).abs().max().item() for n in a)
+
+    # GPU kernels may sum in another order from run to run: equal up to rounding.
+    assert largest_difference(weights[0], weights[1]) < 1e-5
+    assert largest_difference(weights[0], weights[2]) > 1e-4
+
+    proc = run_cli(f"{sut.name}.py", "--eval-only", first["model_path"], "--eval-episodes", "1",
+                   cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "over 1 episodes" in proc.stdout
 
 
 def test_corrupt_or_foreign_files_are_refused(sut, tmp_path):

@@ -24,6 +24,7 @@ from ppo_contract import (  # noqa: F401  (the contract's tests that do not need
     test_cuda_without_a_gpu_is_refused,
     test_gae_batch_with_episode_ends_in_the_middle,
     test_gae_matches_seed_example,
+    test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu,
     test_help_reads_like_a_manual,
     test_importing_does_nothing,
     test_interrupted_save_keeps_the_previous_file,
@@ -247,6 +248,29 @@ def test_two_processes_log_every_env_write_one_run_and_resume(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "resumed from" in proc.stdout
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == 768
+
+
+def test_each_process_needs_a_gpu_of_its_own(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(atari.ConfigError, match="process 2 on this machine has no GPU of its own: torch sees 2"):
+        atari.select_device(True, 0, local_rank=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torchrun_with_cuda_takes_one_gpu_per_process(tmp_path):
+    def one_env_per_process(processes: int) -> list:
+        return cli_flags(
+            {**SCRIPT.tiny, "num_envs": processes, "total_timesteps": 2 * SCRIPT.tiny["num_steps"] * processes}
+        )
+
+    gpus = torch.cuda.device_count()
+    proc = torchrun(tmp_path, "--cuda", *one_env_per_process(min(gpus, 2)), nproc=min(gpus, 2))
+    assert proc.returncode == 0, proc.stderr
+    assert "device: cuda:0" in proc.stdout
+    proc = torchrun(tmp_path, "--cuda", *one_env_per_process(gpus + 1), nproc=gpus + 1)
+    assert proc.returncode != 0
+    assert f"ppo_atari.py: error: process {gpus} on this machine has no GPU of its own" in proc.stderr
 
 
 def run_ranks(target, world_size: int, *args) -> None:

@@ -11,15 +11,15 @@ import torch
 
 from conftest import ConstantRewardEnv, load_script, read_scalars, run_cli
 
-# Two tests of the PPO contract need nothing of PPO, only `sut.module`: they run for sac.py too.
-from ppo_contract import test_importing_does_nothing, test_interrupted_save_keeps_the_previous_file  # noqa: F401
+# Tests of the PPO contract that need nothing of PPO, only `sut.module`, `sut.name` and
+# `sut.args`: they run for sac.py too.
+from ppo_contract import (  # noqa: F401
+    test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu,
+    test_importing_does_nothing,
+    test_interrupted_save_keeps_the_previous_file,
+)
 
 sac = load_script("sac")
-
-
-@pytest.fixture
-def sut():
-    return SimpleNamespace(module=sac)
 
 
 # A run that takes a few seconds: 100 random steps, then 200 updates of small networks.
@@ -28,6 +28,11 @@ TINY = dict(total_timesteps=300, learning_starts=100, batch_size=32, hidden_size
 
 def tiny_args(tmp_path, **overrides) -> "sac.Args":
     return sac.Args(**{**TINY, "runs_dir": str(tmp_path / "runs"), **overrides})
+
+
+@pytest.fixture
+def sut():
+    return SimpleNamespace(module=sac, name="sac", args=tiny_args)
 
 
 # ---------------------------------------------------------------------------------------------
