@@ -344,7 +344,7 @@ def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut,
     paths = [tmp_path / "same_a.pt", tmp_path / "same_b.pt", tmp_path / "other.pt"]
     for path in paths[:2]:
         torch.save(checkpoint, path)
-    checkpoint["cuda_rng_state"] = torch.Generator().manual_seed(999).get_state()
+    checkpoint["cuda_rng_state"] = torch.Generator("cuda").manual_seed(999).get_state()
     torch.save(checkpoint, paths[2])
     weights = []
     for path in paths:

@@ -344,8 +344,9 @@ def live_processes_in_group(pgid: int) -> list:
 
 def start_cli(tmp_path, *argv, env=None) -> subprocess.Popen:
     """a3c.py in its own process group (so that the test can find every process it started),
-    able to import this file's test envs."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    able to import this file's test envs (and whatever the caller's PYTHONPATH holds)."""
+    python_path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
     return subprocess.Popen(
         [sys.executable, str(ROOT / "a3c.py"), "--no-progress", "--runs-dir", str(tmp_path / "runs"), *argv],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
