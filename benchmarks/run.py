@@ -171,7 +171,31 @@ EXPERIMENTS = {
         "steps": 10_000,
         "flags": ["--eval-episodes", "0", "--no-save-model"],
     },
+    # sac.py runs one torch thread by default; CleanRL's script uses torch's default (every core).
+    "sac-speed-2threads": {
+        "script": "sac.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 10_000,
+        "flags": ["--eval-episodes", "0", "--no-save-model", "--torch-threads", "2"],
+    },
     "cleanrl-sac-speed": {"baseline": True, "env_id": "HalfCheetah-v4", "steps": 10_000, "flags": []},
+    # ppo_transformer.py against ppo_discrete.py with the same PPO settings (the transformer's
+    # defaults): what the window and the attention cost per step.
+    "transformer-speed": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 50_176,
+        "flags": ["--eval-episodes", "0", "--no-save-model"],
+    },
+    "transformer-speed-discrete": {
+        "script": "ppo_discrete.py",
+        "env_id": "CartPole-v1",
+        "steps": 50_176,
+        "flags": (
+            "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20 --norm-obs --eval-episodes 0 "
+            "--no-save-model"
+        ).split(),
+    },
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
     # The same baseline limited to one torch thread, as our scripts run by default on CPU.
     "cleanrl-speed-1thread": {
