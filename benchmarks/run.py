@@ -113,6 +113,22 @@ EXPERIMENTS = {
         "flags": ["--mask-velocity", "--learning-rate", "1e-3"],
         "plot_with": ["transformer-cartpole-novel-k1"],
     },
+    # Against the collapse of that seed (entropy to 0, approximate KL near 0.1 per update): a
+    # limit on each update's KL, or an entropy bonus.
+    "transformer-cartpole-novel-500k-kl": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 500_000,
+        "flags": ["--mask-velocity", "--learning-rate", "1e-3", "--target-kl", "0.02"],
+        "plot_with": ["transformer-cartpole-novel-500k"],
+    },
+    "transformer-cartpole-novel-500k-ent": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 500_000,
+        "flags": ["--mask-velocity", "--learning-rate", "1e-3", "--ent-coef", "0.01"],
+        "plot_with": ["transformer-cartpole-novel-500k"],
+    },
     "transformer-cartpole": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
