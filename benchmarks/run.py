@@ -85,6 +85,8 @@ EXPERIMENTS = {
         ).split(),
     },
     "sac-pendulum": {"script": "sac.py", "env_id": "Pendulum-v1", "steps": 20_000, "flags": []},
+    # HalfCheetah's target is 1M steps on a GPU; on 2 CPU cores, the first 100k (95k updates).
+    "sac-halfcheetah-cpu": {"script": "sac.py", "env_id": "HalfCheetah-v4", "steps": 100_000, "flags": []},
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
     # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with ppo_discrete.
     "transformer-cartpole-novel": {
