@@ -240,7 +240,7 @@ for _name, _extra in (("kl", ["--target-kl", "0.02"]), ("ent", ["--ent-coef", "0
     EXPERIMENTS[f"transformer-cartpole-novel-500k-{_name}"] = {
         **_base,
         "flags": [*_base["flags"], *_extra],
-        "plot_with": ["transformer-cartpole-novel-500k"],
+        "plot_with": ["transformer-cartpole-novel-500k", *_base["plot_with"]],
     }
 
 # The same speed comparisons on a GPU, named <name>-gpu: the same runs with --cuda (the
