@@ -233,8 +233,8 @@ EXPERIMENTS = {
 }
 
 
-# Against the collapse of one seed at 500k (entropy to 0, approximate KL near 0.1 per update): a
-# limit on each update's KL, or an entropy bonus.
+# Against the collapse of one seed at 500k (its entropy falls to 0 after large updates): a limit
+# on each update's KL, or an entropy bonus.
 for _name, _extra in (("kl", ["--target-kl", "0.02"]), ("ent", ["--ent-coef", "0.01"])):
     _base = EXPERIMENTS["transformer-cartpole-novel-500k"]
     EXPERIMENTS[f"transformer-cartpole-novel-500k-{_name}"] = {
