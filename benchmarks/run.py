@@ -243,6 +243,13 @@ for _name, _extra in (("kl", ["--target-kl", "0.02"]), ("ent", ["--ent-coef", "0
         "plot_with": ["transformer-cartpole-novel-500k", *_base["plot_with"]],
     }
 
+# Plain CartPole-v1 with that KL limit, against ppo_discrete.py at the same budget.
+EXPERIMENTS["transformer-cartpole-kl"] = {
+    **EXPERIMENTS["transformer-cartpole"],
+    "flags": ["--learning-rate", "1e-3", "--target-kl", "0.02"],
+    "plot_with": ["cartpole", "transformer-cartpole"],
+}
+
 # The same speed comparisons on a GPU, named <name>-gpu: the same runs with --cuda (the
 # baseline scripts take --cuda too).
 for _name in ["atari-speed", "cleanrl-atari-speed", "halfcheetah-speed", "cleanrl-halfcheetah-speed", "sac-speed",
