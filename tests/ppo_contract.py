@@ -253,24 +253,33 @@ def test_resume_carries_on_where_the_checkpoint_left_off(sut, tmp_path, monkeypa
     assert lrs[-3:] == pytest.approx([args.learning_rate * (1 - k / 6) for k in (3, 4, 5)])
 
 
-def test_resume_restores_the_random_state(sut, tmp_path):
-    ppo = sut.module
-    first = ppo.train(sut.args(tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0))
+def resume_twice_as_saved_and_once_changed(sut, first: dict, tmp_path, rng: str, other_state, cuda: bool) -> list:
+    """From `first` run's checkpoint, with the budget doubled: resume twice as saved and once with
+    checkpoint[rng] replaced by other_state. Returns the three resumed runs' results and weights."""
     checkpoint = torch.load(first["checkpoint_path"], weights_only=True)
-    # Extend the budget by one update and resume twice as saved, once with another RNG state.
-    checkpoint["args"]["total_timesteps"] = 2 * sut.batch
+    checkpoint["args"]["total_timesteps"] *= 2
     checkpoint["run_dir"] = ""
     paths = [tmp_path / "same_a.pt", tmp_path / "same_b.pt", tmp_path / "other.pt"]
     for path in paths[:2]:
         torch.save(checkpoint, path)
-    checkpoint["torch_rng_state"] = torch.Generator().manual_seed(999).get_state()
+    checkpoint[rng] = other_state
     torch.save(checkpoint, paths[2])
-    weights = []
+    runs = []
     for path in paths:
-        result = ppo.train(ppo.Args(resume=str(path), progress=False))
-        assert result["global_step"] == 2 * sut.batch
+        result = sut.module.train(sut.module.Args(resume=str(path), cuda=cuda, progress=False))
         saved = torch.load(result["checkpoint_path"], weights_only=True)
-        weights.append(saved["model"] if "model" in saved else saved["actor"])  # sac.py: "actor"
+        runs.append((result, saved["model"] if "model" in saved else saved["actor"]))  # sac.py: "actor"
+    return runs
+
+
+def test_resume_restores_the_random_state(sut, tmp_path):
+    first = sut.module.train(
+        sut.args(tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0)
+    )
+    other = torch.Generator().manual_seed(999).get_state()
+    runs = resume_twice_as_saved_and_once_changed(sut, first, tmp_path, "torch_rng_state", other, cuda=False)
+    assert [result["global_step"] for result, _ in runs] == [2 * sut.batch] * 3
+    weights = [w for _, w in runs]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
     assert any(not torch.equal(weights[0][n], weights[2][n]) for n in weights[0])
 
@@ -338,19 +347,10 @@ def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut,
     args = sut.args(tmp_path, cuda=True, eval_episodes=0)
     args.checkpoint_every = args.total_timesteps
     first = sut.module.train(args)
-    checkpoint = torch.load(first["checkpoint_path"], weights_only=True)
-    checkpoint["args"]["total_timesteps"] *= 2
-    checkpoint["run_dir"] = ""
-    paths = [tmp_path / "same_a.pt", tmp_path / "same_b.pt", tmp_path / "other.pt"]
-    for path in paths[:2]:
-        torch.save(checkpoint, path)
-    checkpoint["cuda_rng_state"] = torch.Generator("cuda").manual_seed(999).get_state()
-    torch.save(checkpoint, paths[2])
-    weights = []
-    for path in paths:
-        result = sut.module.train(sut.module.Args(resume=str(path), cuda=True, progress=False))
-        saved = torch.load(result["checkpoint_path"], weights_only=True)
-        weights.append(saved["model"] if "model" in saved else saved["actor"])  # sac.py: "actor"
+    other = torch.Generator("cuda").manual_seed(999).get_state()
+    weights = [
+        w for _, w in resume_twice_as_saved_and_once_changed(sut, first, tmp_path, "cuda_rng_state", other, cuda=True)
+    ]
 
     def largest_difference(a: dict, b: dict) -> float:
         return max((a[n].float() - b[n].float()).abs().max().item() for n in a)
