@@ -68,9 +68,12 @@ EXPERIMENTS = {
         "script": "ppo_continuous.py",
         "env_id": "Pendulum-v1",
         "steps": 200_000,
-        "flags": "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3".split(),
+        "flags": (
+            "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3 --init-log-std 0"
+        ).split(),
     },
     "halfcheetah": {"script": "ppo_continuous.py", "env_id": "HalfCheetah-v4", "steps": 1_000_000, "flags": []},
+    "bipedalwalker": {"script": "ppo_continuous.py", "env_id": "BipedalWalker-v3", "steps": 2_000_000, "flags": []},
     # RL Zoo's tuned HalfCheetah settings (hyperparams/ppo.yml). Its vf_coef 0.58 multiplies
     # SB3's value loss, a plain MSE; ours has a factor 1/2, hence 1.16.
     "halfcheetah-zoo": {
@@ -159,14 +162,15 @@ EXPERIMENTS = {
         "torchrun": 2,
     },
     "cleanrl-atari-speed": {"baseline": True, "env_id": "BreakoutNoFrameskip-v4", "steps": 20_480, "flags": []},
-    # Continuous control at CleanRL's settings, which are ppo_continuous.py's and sac.py's
-    # defaults: PPO 1 env x 2048 steps, 10 epochs, 32 minibatches; SAC 256x256 networks, batch 256,
-    # 5k random steps then one update per step (here 5k updates).
+    # Continuous control at CleanRL's settings, which are sac.py's defaults and ppo_continuous.py's
+    # but for the initial log std (CleanRL's 0 is passed): PPO 1 env x 2048 steps, 10 epochs,
+    # 32 minibatches; SAC 256x256 networks, batch 256, 5k random steps then one update per step
+    # (here 5k updates).
     "halfcheetah-speed": {
         "script": "ppo_continuous.py",
         "env_id": "HalfCheetah-v4",
         "steps": 20_480,
-        "flags": SPEED_FLAGS,
+        "flags": [*SPEED_FLAGS, "--init-log-std", "0"],
     },
     "cleanrl-halfcheetah-speed": {"baseline": True, "env_id": "HalfCheetah-v4", "steps": 20_480, "flags": []},
     "sac-speed": {
