@@ -7,11 +7,14 @@
 
 Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its log; a
 `done.json` there marks it finished, so a stopped benchmark carries on where it was (a run whose
-flags or script have changed since is run again). Then the
-TensorBoard events of every finished run are read into:
+flags or script have changed since is run again). Then the TensorBoard events of every finished
+run are merged, by experiment and seed, into:
     benchmarks/results/curves.csv    mean training return per step bin, per run
-    benchmarks/results/summary.csv   per run: final greedy evaluation, last training returns, steps/s
+    benchmarks/results/summary.csv   per run: final greedy evaluation, last training returns,
+                                     steps/s, and what it ran on (script commit, torch, CPU, GPU)
+    benchmarks/results/summary.md    mean +- std over seeds of every experiment
     benchmarks/results/<experiment>.png  learning curves, mean and range over seeds
+A seed run here replaces its old results; the committed results of other seeds stay.
 Speed is only comparable between runs of one invocation with --jobs 1.
 """
 
@@ -34,7 +37,8 @@ RUNS = ROOT / "benchmarks" / "runs"
 RESULTS = ROOT / "benchmarks" / "results"
 
 # Each experiment: the script, its flags, the step budget, and optionally `plot_with`: other
-# experiments whose curves its plot shows too. A `baseline` experiment runs a
+# experiments whose curves its plot shows too, and `published`: other projects' values drawn
+# on its plot as markers, [(label naming the source, [(step, value), ...]), ...]. A `baseline` experiment runs a
 # script the user points to with --baseline NAME=PATH (never committed here), with the same
 # command-line conventions (`--seed`, `--total-timesteps`, writes `runs/<run>/` in its cwd).
 # `torchrun: N` launches the script on N processes with torchrun.
@@ -90,6 +94,32 @@ EXPERIMENTS = {
     "sac-pendulum": {"script": "sac.py", "env_id": "Pendulum-v1", "steps": 20_000, "flags": []},
     # HalfCheetah's target is 1M steps on a GPU; on 2 CPU cores, the first 100k (95k updates).
     "sac-halfcheetah-cpu": {"script": "sac.py", "env_id": "HalfCheetah-v4", "steps": 100_000, "flags": []},
+    # 300k steps on CPU, the budget where other projects publish curves (read off their plots,
+    # "~"; Tianshou's are its stated means over 10 seeds). HalfCheetah v2/v3 and v4 share dynamics.
+    "sac-halfcheetah-300k": {
+        "script": "sac.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 300_000,
+        "flags": [],
+        "published": [
+            ("CleanRL, training (v2, ~)", [(100_000, 5400), (300_000, 7900)]),
+            ("RL Zoo, training (v3)", [(100_000, 2138), (300_000, 6595)]),
+            ("RL Zoo, eval (v3)", [(100_000, 4989), (300_000, 7250)]),
+            ("Tianshou, eval (v3)", [(100_000, 6515), (300_000, 9059)]),
+        ],
+    },
+    "sac-hopper-300k": {
+        "script": "sac.py",
+        "env_id": "Hopper-v4",
+        "steps": 300_000,
+        "flags": [],
+        "published": [
+            ("CleanRL, training (v2, ~)", [(300_000, 2340)]),
+            ("RL Zoo, training (v3)", [(300_000, 1409)]),
+            ("RL Zoo, eval (v3)", [(300_000, 1939)]),
+            ("Tianshou, eval (v3)", [(300_000, 3388)]),
+        ],
+    },
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
     # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with ppo_discrete.
     "transformer-cartpole-novel": {
@@ -281,6 +311,7 @@ def run_one(name: str, seed: int, baselines: dict) -> str:
     # Not run yet, stopped halfway, or run with other flags or another version of the script.
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    where = ran_on(script, "--cuda" in cmd)  # before the run: the script may change meanwhile
     start = time.time()
     with open(work / "log.txt", "w") as log:
         log.write(" ".join(cmd) + "\n")
@@ -289,9 +320,41 @@ def run_one(name: str, seed: int, baselines: dict) -> str:
         rc = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         return f"{name} seed {seed}: FAILED (exit {rc}), see {work / 'log.txt'}"
-    record = {"command": cmd, "script_sha256": script_hash, "seconds": round(time.time() - start, 1)}
+    record = {
+        "command": cmd,
+        "script_sha256": script_hash,
+        "seconds": round(time.time() - start, 1),
+        "ran_on": where,
+    }
     (work / "done.json").write_text(json.dumps(record, indent=1))
     return f"{name} seed {seed}: done in {record['seconds']} s"
+
+
+def ran_on(script: str, cuda: bool) -> dict:
+    """What a run ran on: the commit of the script (with "+changes" when the file differs from
+    it), the torch version, the CPU model and its wide vector units, and the GPU when used."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("log", "-1", "--format=%h", "--", script)
+    if commit and git("status", "--porcelain", "--", script):
+        commit += "+changes"
+    probe = "import torch; print(torch.__version__); print(torch.cuda.get_device_name(0) if {} else '')"
+    out = subprocess.run([sys.executable, "-c", probe.format(cuda)], capture_output=True, text=True).stdout
+    torch_version, gpu = ([*out.splitlines(), "", ""])[:2]
+    cpu, flags = "", set()
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not cpu:
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    units = [name for name, flag in (("avx2", "avx2"), ("avx512", "avx512f"), ("amx", "amx_tile")) if flag in flags]
+    return {"commit": commit, "torch": torch_version, "cpu": f"{cpu} ({os.cpu_count()} cores)",
+            "cpu_units": "+".join(units), "gpu": gpu}  # fmt: skip
 
 
 def read_scalars(run_dir: str) -> dict:
@@ -307,8 +370,15 @@ def read_scalars(run_dir: str) -> dict:
     return scalars
 
 
+SUMMARY_FIELDS = ["experiment", "env_id", "seed", "last_episode_step", "eval_return_mean",
+                  "last20_train_return", "sps", "commit", "torch", "cpu", "cpu_units", "gpu"]  # fmt: skip
+CURVE_FIELDS = ["experiment", "seed", "step", "mean_return"]
+
+
 def collect(names: list, bins: int = 50) -> None:
-    """Read every finished run of these experiments into the CSVs and plots."""
+    """Read every finished run of these experiments into the CSVs, then redraw their plots and
+    the summary table. Results merge by (experiment, seed): a seed run here replaces its old
+    rows, and the committed rows of the seeds not run here stay."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     curves, summary = [], []
     for name in names:
@@ -318,6 +388,7 @@ def collect(names: list, bins: int = 50) -> None:
             if not (work / "done.json").exists():
                 continue
             seed = int(work.name[4:])
+            record = json.loads((work / "done.json").read_text())
             run_dirs = sorted((work / "runs").iterdir())
             scalars = read_scalars(str(run_dirs[-1]))
             returns = scalars.get("charts/episodic_return", [])
@@ -329,37 +400,41 @@ def collect(names: list, bins: int = 50) -> None:
                     curves.append([name, seed, int(hi), round(float(values[in_bin].mean()), 2)])
             evals = [v for _, v in scalars.get("eval/episodic_return", [])]
             sps = scalars.get("charts/SPS", [])
+            where = record.get("ran_on", {})
             summary.append([
                 name, exp["env_id"], seed, int(steps.max()) if len(steps) else 0,
                 round(float(np.mean(evals)), 1) if evals else "",
                 round(float(values[-20:].mean()), 1) if len(values) else "",
                 int(sps[-1][1]) if sps else "",
+                *(where.get(key, "") for key in SUMMARY_FIELDS[7:]),
             ])  # fmt: skip
-    all_curves = write_csv(RESULTS / "curves.csv", ["experiment", "seed", "step", "mean_return"], curves)
-    write_csv(
-        RESULTS / "summary.csv",
-        ["experiment", "env_id", "seed", "last_episode_step", "eval_return_mean", "last20_train_return", "sps"],
-        summary,
-    )
+    all_curves = merge_csv(RESULTS / "curves.csv", CURVE_FIELDS, curves)
+    all_summary = merge_csv(RESULTS / "summary.csv", SUMMARY_FIELDS, summary)
     for name in names:
         shown = [name, *EXPERIMENTS[name].get("plot_with", [])]
         plot(name, [row for row in all_curves if row[0] in shown])
-    print_table(summary)
+    write_table(all_summary, names)
 
 
-def write_csv(path: Path, header: list, rows: list) -> list:
-    """Merge rows into the CSV: rows of the experiments given replace their old rows. Returns
-    all the rows, old and new."""
-    names = {row[0] for row in rows}
+def merge_csv(path: Path, header: list, rows: list) -> list:
+    """Merge rows into the CSV by (experiment, seed): the new rows replace the old rows of their
+    (experiment, seed), every other old row stays (columns the old file lacks are left empty).
+    Returns all the rows, old and new, sorted by experiment and seed."""
+    seed = header.index("seed")
+    new_keys = {(str(row[0]), str(row[seed])) for row in rows}
     kept = []
     if path.exists():
         with open(path) as f:
-            kept = [row for row in list(csv.reader(f))[1:] if row[0] not in names]
+            for old in csv.DictReader(f):
+                if (old["experiment"], old["seed"]) not in new_keys:
+                    kept.append([old.get(column) or "" for column in header])
+    merged = kept + [[str(v) for v in row] for row in rows]
+    merged.sort(key=lambda row: (row[0], int(row[seed])))  # stable: a run's bins stay in order
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        writer.writerows(kept + rows)
-    return kept + rows
+        writer.writerows(merged)
+    return merged
 
 
 def plot(name: str, rows: list) -> None:
@@ -384,6 +459,10 @@ def plot(name: str, rows: list) -> None:
         prefix = "" if shown == name else f"{shown}: "
         ax.plot(steps, np.nanmean(grid, 0), label=f"{prefix}mean of {len(by_seed)} seeds")
         ax.fill_between(steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label=f"{prefix}min to max")
+    # Published values of other projects at their budgets, one marker shape per source.
+    for marker, (label, points) in zip("osD^v<>", EXPERIMENTS[name].get("published", [])):
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker, color="black", markerfacecolor="none", markersize=8, label=label)
     ax.set_title(f"{name}: {EXPERIMENTS[name]['env_id']}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episodic return (training)")
@@ -393,32 +472,32 @@ def plot(name: str, rows: list) -> None:
     plt.close(fig)
 
 
-def print_table(summary: list) -> None:
-    """Print, and merge into results/summary.md, mean +- std over seeds of each experiment:
-    returns for the learning experiments, steps/s for the speed ones (names with "speed")."""
+def write_table(summary: list, names: list) -> None:
+    """Write results/summary.md, mean +- std over seeds of every experiment in summary.csv
+    (returns for the learning experiments, steps/s for the speed ones: names with "speed"),
+    and print the rows of `names`."""
     by_exp = {}
     for row in summary:
         by_exp.setdefault(row[0], []).append(row[4:7])  # eval mean, last-20 training mean, sps
-    lines = []
-    for name, rows in by_exp.items():
-        exp = EXPERIMENTS[name]
+    lines = {}
+    for name, rows in sorted(by_exp.items()):
         columns = (2,) if "speed" in name else (0, 1)
         cells = []
         for column in columns:
             values = [float(r[column]) for r in rows if r[column] != ""]
             cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "")
-        lines.append(f"| {name} | {exp['env_id']} | {exp['steps']:,} | {len(rows)} | " + " | ".join(cells) + " |")
-    print("\n".join(lines))
-    path = RESULTS / "summary.md"
-    old = [line for line in path.read_text().splitlines() if line.startswith("| ")] if path.exists() else []
-    rows = sorted([line for line in old if line.split(" | ")[0][2:] not in by_exp and "---" not in line
-                   and not line.startswith("| experiment")] + lines)  # fmt: skip
+        env_id = EXPERIMENTS[name]["env_id"] if name in EXPERIMENTS else ""
+        steps = f"{EXPERIMENTS[name]['steps']:,}" if name in EXPERIMENTS else ""
+        lines[name] = f"| {name} | {env_id} | {steps} | {len(rows)} | " + " | ".join(cells) + " |"
+    print("\n".join(lines[name] for name in names if name in lines))
     head = "| experiment | env | steps | seeds |"
     text = "Returns: mean ± std over seeds.\n\n" + head + " greedy eval | last 20 training episodes |\n"
-    text += "| --- | --- | --- | --- | --- | --- |\n" + "".join(r + "\n" for r in rows if "speed" not in r)
+    text += "| --- | --- | --- | --- | --- | --- |\n"
+    text += "".join(line + "\n" for name, line in lines.items() if "speed" not in name)
     text += "\nSpeed: steps per second, mean ± std over seeds.\n\n" + head + " steps/s |\n"
-    text += "| --- | --- | --- | --- | --- |\n" + "".join(r + "\n" for r in rows if "speed" in r)
-    path.write_text(text)
+    text += "| --- | --- | --- | --- | --- |\n"
+    text += "".join(line + "\n" for name, line in lines.items() if "speed" in name)
+    (RESULTS / "summary.md").write_text(text)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 import csv
 
+import torch
+
 from conftest import load_script
 
 bench = load_script("benchmarks/run")
@@ -24,6 +26,21 @@ def test_runner_runs_skips_reruns_and_collects(tmp_path, monkeypatch):
     assert float(row["eval_return_mean"]) >= 8 and int(row["sps"]) > 0
     assert (tmp_path / "results" / "tiny.png").stat().st_size > 0
     assert "| tiny | CartPole-v1 | 256 | 1 |" in (tmp_path / "results" / "summary.md").read_text()
+    # What it ran on: the torch of this interpreter and this machine's CPU.
+    assert row["torch"] == torch.__version__ and row["cpu"] and row["gpu"] == ""
+
+    # A committed seed that was not rerun here stays in every output, and counts in the table.
+    with open(tmp_path / "results" / "summary.csv", "a") as f:
+        f.write("tiny,CartPole-v1,2,250,20.0,20.0,999,abc1234,2.0,some cpu,avx2,\n")
+    with open(tmp_path / "results" / "curves.csv", "a") as f:
+        f.write("tiny,2,256,20.0\n")
+    bench.collect(["tiny"])
+    with open(tmp_path / "results" / "summary.csv") as f:
+        rows = {r["seed"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"1", "2"} and rows["2"]["commit"] == "abc1234" and rows["1"]["sps"] == row["sps"]
+    with open(tmp_path / "results" / "curves.csv") as f:
+        assert {r["seed"] for r in csv.DictReader(f)} == {"1", "2"}
+    assert "| tiny | CartPole-v1 | 256 | 2 |" in (tmp_path / "results" / "summary.md").read_text()
 
     # Other flags: the old run no longer counts and is replaced.
     bench.EXPERIMENTS["tiny"]["flags"] = [*flags[:-1], "1"]
