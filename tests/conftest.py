@@ -2,6 +2,7 @@
 and a few tiny environments whose right answers are known by hand."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,33 @@ def cli_flags(settings: dict) -> list:
 def read_scalars(run_dir: str) -> dict:
     """{tag: [(step, value), ...]} of every scalar in a run's TensorBoard events."""
     return load_script("benchmarks/run").read_scalars(run_dir)
+
+
+# Scalars that measure time, not the computation.
+TIMING_TAGS = ("charts/SPS", "charts/updates_per_second")
+
+
+def assert_scalars_match_recording(name: str, run_dir, skip: tuple = ()) -> None:
+    """Same seed, same numbers: every scalar of a fixed-seed run (but timings and `skip`) equals
+    the one recorded in tests/recorded/{name}.json, at the same steps. A change that alters the
+    numbers on purpose records them again, in the same commit:
+        RECORD_SCALARS=1 python -m pytest -k recorded
+    Equal up to float rounding, since CPUs of one kind may round differently; a change of the
+    computation moves them by far more."""
+    scalars = {tag: v for tag, v in read_scalars(str(run_dir)).items() if tag not in TIMING_TAGS + tuple(skip)}
+    path = ROOT / "tests" / "recorded" / f"{name}.json"
+    if os.environ.get("RECORD_SCALARS") == "1":
+        path.parent.mkdir(exist_ok=True)
+        lines = [f"  {json.dumps(tag)}: {json.dumps([[s, v] for s, v in values])}" for tag, values in scalars.items()]
+        path.write_text("{\n" + ",\n".join(sorted(lines)) + "\n}\n")
+        return
+    recorded = json.loads(path.read_text())
+    assert sorted(scalars) == sorted(recorded)
+    for tag, values in recorded.items():
+        assert [s for s, _ in scalars[tag]] == [s for s, _ in values], tag
+        np.testing.assert_allclose(
+            [v for _, v in scalars[tag]], [v for _, v in values], rtol=1e-5, atol=1e-6, err_msg=tag
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +177,9 @@ class PPOScript:
     learn: Optional[dict] = None  # Args overrides of the short learning test
     learned_at_least: Optional[float] = None  # greedy eval return the learning test must reach
     broken_at_most: Optional[float] = None  # and that a broken update must not reach
+    # Flags added to `tiny` for the fixed-seed run whose scalars are kept in tests/recorded/:
+    # switches that take the run through more of the code.
+    recorded_flags: tuple = ()
 
     @property
     def module(self):

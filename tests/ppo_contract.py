@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli_flags, read_scalars, run_cli
+from conftest import assert_scalars_match_recording, cli_flags, read_scalars, run_cli
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,12 +391,13 @@ def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
     assert len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0], proc.stderr
 
 
-def test_cli_trains_then_evaluates_the_saved_model(sut, in_tmp):
-    flags = cli_flags(sut.tiny)
+def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(sut, in_tmp):
+    flags = [*cli_flags(sut.tiny), *sut.recorded_flags]
     proc = run_cli(f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout
     (model,) = (in_tmp / "runs").glob(f"{sut.env_id}__{sut.name}__1__*/model.pt")
+    assert_scalars_match_recording(sut.name, model.parent)
     proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", "--seed", "7", cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr
     # A fresh process that reloads the model plays exactly the games this one plays.

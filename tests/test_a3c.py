@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import ROOT, cli_flags, load_script, read_scalars, run_cli
+from conftest import ROOT, assert_scalars_match_recording, cli_flags, load_script, read_scalars, run_cli
 
 # Tests of the PPO contract that need only `sut.module`: the same GAE, the same file habits.
 from ppo_contract import (  # noqa: F401
@@ -305,12 +305,16 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
     assert len(lines) == 1 and lines[0].startswith("a3c.py: error:") and message in lines[0], proc.stderr
 
 
-def test_cli_trains_then_evaluates_the_saved_model(in_tmp):
+def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(in_tmp):
     flags = cli_flags(TINY)
-    proc = run_cli("a3c.py", *flags, "--num-workers=1", "--eval-episodes=1", "--no-progress", cwd=in_tmp, timeout=120)
+    proc = run_cli("a3c.py", *flags, "--num-workers=1", "--eval-episodes=1", "--log-every=1", "--no-progress",
+                   cwd=in_tmp, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "training with 1 worker process\n" in proc.stdout
     (model,) = (in_tmp / "runs").glob("CartPole-v1__a3c__1__*/model.pt")
+    # One worker updates the shared model alone, in a fixed order: deterministic but for the
+    # learning rate's log, written by the main process at the moments its clock decides.
+    assert_scalars_match_recording("a3c", model.parent, skip=("charts/learning_rate",))
     proc = run_cli("a3c.py", "--eval-only", str(model), "--eval-episodes", "2", "--seed", "7", cwd=in_tmp, timeout=60)
     assert proc.returncode == 0, proc.stderr
     printed = proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1]

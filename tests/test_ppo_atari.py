@@ -19,7 +19,7 @@ from ppo_contract import (  # noqa: F401  (the contract's tests that do not need
     test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise,
     test_bad_input_is_refused_clearly,
     test_cli_errors_are_one_line_without_traceback,
-    test_cli_trains_then_evaluates_the_saved_model,
+    test_cli_run_matches_the_recorded_scalars_and_its_model_replays,
     test_corrupt_or_foreign_files_are_refused,
     test_cuda_without_a_gpu_is_refused,
     test_gae_batch_with_episode_ends_in_the_middle,

@@ -13,6 +13,7 @@ SCRIPT = PPOScript(
     env_id="Pendulum-v1",
     # 2 updates of 2 envs x 128 steps: each env finishes one 200-step Pendulum episode.
     tiny=dict(total_timesteps=512, num_envs=2, num_steps=128, num_minibatches=2, update_epochs=2, eval_episodes=2),
+    recorded_flags=("--clip-vloss",),
     test_env_suffix="Box",
     wrong_env_id="CartPole-v1",
     wrong_env_message="use ppo_discrete.py",

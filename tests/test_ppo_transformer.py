@@ -17,6 +17,7 @@ SCRIPT = PPOScript(
     name="ppo_transformer",
     env_id="CartPole-v1",
     tiny=dict(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_episodes=2),
+    recorded_flags=("--norm-reward", "--clip-vloss"),
     test_env_suffix="",
     wrong_env_id="Pendulum-v1",
     wrong_env_message="use ppo_continuous.py",

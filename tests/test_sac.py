@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ConstantRewardEnv, load_script, read_scalars, run_cli
+from conftest import ConstantRewardEnv, assert_scalars_match_recording, load_script, read_scalars, run_cli
 
 # Tests of the PPO contract that need nothing of PPO, only `sut.module`, `sut.name` and
 # `sut.args`: they run for sac.py too.
@@ -184,7 +184,7 @@ def test_episode_ends_store_the_real_last_observation(tmp_path, env_id, terminat
 # ---------------------------------------------------------------------------------------------
 # Runs, logs, models, evaluation
 # ---------------------------------------------------------------------------------------------
-def test_cli_trains_logs_saves_and_evaluates(in_tmp):
+def test_cli_run_logs_saves_evaluates_and_matches_the_recorded_scalars(in_tmp):
     proc = run_cli("sac.py", *"--total-timesteps 400 --learning-starts 100 --batch-size 32 --hidden-size 16 "
                    "--eval-episodes 2 --no-progress".split(), cwd=in_tmp)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -198,6 +198,7 @@ def test_cli_trains_logs_saves_and_evaluates(in_tmp):
     assert [v for _, v in scalars["charts/episodic_length"]] == [200, 200]
     assert [s for s, _ in scalars["losses/qf_loss"]] == [200, 300, 400]  # every 100 updates
     assert all(v > 0 for _, v in scalars["charts/updates_per_second"])
+    assert_scalars_match_recording("sac", run_dir)
 
     model = run_dir / "model.pt"
     data = torch.load(model, weights_only=True)
