@@ -67,11 +67,18 @@ def assert_scalars_match_recording(name: str, run_dir, skip: tuple = ()) -> None
         RECORD_SCALARS=1 python -m pytest -k recorded
     Equal up to float rounding, since CPUs of one kind may round differently; a change of the
     computation moves them by far more."""
-    scalars = {tag: v for tag, v in read_scalars(str(run_dir)).items() if tag not in TIMING_TAGS + tuple(skip)}
+    scalars = {
+        tag: v
+        for tag, v in read_scalars(str(run_dir)).items()
+        if tag not in TIMING_TAGS + tuple(skip)
+    }
     path = ROOT / "tests" / "recorded" / f"{name}.json"
     if os.environ.get("RECORD_SCALARS") == "1":
         path.parent.mkdir(exist_ok=True)
-        lines = [f"  {json.dumps(tag)}: {json.dumps([[s, v] for s, v in values])}" for tag, values in scalars.items()]
+        lines = [
+            f"  {json.dumps(tag)}: {json.dumps([[s, v] for s, v in values])}"
+            for tag, values in scalars.items()
+        ]
         path.write_text("{\n" + ",\n".join(sorted(lines)) + "\n}\n")
         return
     recorded = json.loads(path.read_text())
@@ -100,7 +107,12 @@ class ConstantRewardEnv(gym.Env):
     def __init__(self, length=5, terminate=True, box=False, reward=1.0, observe_step=False):
         self.observation_space = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
         self.action_space = _action_space(box)
-        self.length, self.terminate, self.reward, self.observe_step = length, terminate, reward, observe_step
+        self.length, self.terminate, self.reward, self.observe_step = (
+            length,
+            terminate,
+            reward,
+            observe_step,
+        )
         self.t = 0
 
     def observation(self):
@@ -121,7 +133,10 @@ class DictObsEnv(gym.Env):
 
     def __init__(self, box: bool = False):
         self.observation_space = gym.spaces.Dict(
-            {"position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32), "mode": gym.spaces.Discrete(3)}
+            {
+                "position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                "mode": gym.spaces.Discrete(3),
+            }
         )
         self.action_space = _action_space(box)
         self.t = 0
@@ -137,14 +152,31 @@ class DictObsEnv(gym.Env):
         return self.observation_space.sample(), float(np.sum(action)), self.t >= 10, False, {}
 
 
+class SequenceObsEnv(DictObsEnv):
+    """A Dict observation with a Sequence part, which has no fixed size and cannot be flattened."""
+
+    def __init__(self, box: bool = False):
+        super().__init__(box)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                "items": gym.spaces.Sequence(gym.spaces.Discrete(3)),
+            }
+        )
+
+
 def _register_test_envs():
-    """test/ConstantTerminate-v0, test/ConstantTruncate-v0, test/DictObs-v0 with Discrete(2)
+    """test/ConstantTerminate-v0, test/ConstantTruncate-v0, test/DictObs-v0, test/SequenceObs-v0 with Discrete(2)
     actions, the same ids ending in Box-v0 with Box(-1, 1, (1,)) actions, and
     test/CounterTerminateBox-v0, test/CounterTruncateBox-v0 that observe the step count."""
     if "test/DictObs-v0" in gym.registry:
         return
     for suffix, box in (("", False), ("Box", True)):
-        gym.register(f"test/ConstantTerminate{suffix}-v0", ConstantRewardEnv, kwargs={"terminate": True, "box": box})
+        gym.register(
+            f"test/ConstantTerminate{suffix}-v0",
+            ConstantRewardEnv,
+            kwargs={"terminate": True, "box": box},
+        )
         gym.register(
             f"test/ConstantTruncate{suffix}-v0",
             ConstantRewardEnv,
@@ -152,10 +184,16 @@ def _register_test_envs():
             max_episode_steps=5,
         )
         gym.register(f"test/DictObs{suffix}-v0", DictObsEnv, kwargs={"box": box})
+        gym.register(f"test/SequenceObs{suffix}-v0", SequenceObsEnv, kwargs={"box": box})
     counter = {"box": True, "reward": 0.0, "observe_step": True}
-    gym.register("test/CounterTerminateBox-v0", ConstantRewardEnv, kwargs={**counter, "terminate": True})
     gym.register(
-        "test/CounterTruncateBox-v0", ConstantRewardEnv, kwargs={**counter, "terminate": False}, max_episode_steps=5
+        "test/CounterTerminateBox-v0", ConstantRewardEnv, kwargs={**counter, "terminate": True}
+    )
+    gym.register(
+        "test/CounterTruncateBox-v0",
+        ConstantRewardEnv,
+        kwargs={**counter, "terminate": False},
+        max_episode_steps=5,
     )
 
 
@@ -186,7 +224,12 @@ class PPOScript:
         return load_script(self.name)
 
     def args(self, tmp_path, **overrides):
-        settings = {"env_id": self.env_id, "progress": False, **self.tiny, "runs_dir": str(tmp_path / "runs")}
+        settings = {
+            "env_id": self.env_id,
+            "progress": False,
+            **self.tiny,
+            "runs_dir": str(tmp_path / "runs"),
+        }
         return self.module.Args(**{**settings, **overrides})
 
     @property

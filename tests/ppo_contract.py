@@ -6,6 +6,7 @@ script's test file. Script-specific tests (the action distribution, learning bud
 the script's own test file.
 """
 
+import ast
 import os
 import subprocess
 import sys
@@ -52,7 +53,11 @@ def gae_by_sums(rewards, values, dones, last_value, gamma, lam):
 def test_gae_batch_with_episode_ends_in_the_middle(sut):
     rng = np.random.default_rng(0)
     T, N = 7, 3
-    rewards, values, last_value = rng.normal(size=(T, N)), rng.normal(size=(T, N)), rng.normal(size=N)
+    rewards, values, last_value = (
+        rng.normal(size=(T, N)),
+        rng.normal(size=(T, N)),
+        rng.normal(size=N),
+    )
     dones = np.zeros((T, N))
     dones[2, 0] = dones[5, 0] = 1  # two episodes end in env 0
     dones[0, 1] = 1  # env 1 ends at its first step
@@ -68,24 +73,40 @@ def test_gae_batch_with_episode_ends_in_the_middle(sut):
 @pytest.mark.parametrize(
     "advantage, ratio, objective",
     # Seed 001, epsilon = 0.2: the clipped objective min(r A, clip(r, 0.8, 1.2) A).
-    [(1, 0.5, 0.5), (1, 1.0, 1.0), (1, 1.5, 1.2), (1, 2.0, 1.2), (-1, 0.5, -0.8), (-1, 1.0, -1.0), (-1, 1.5, -1.5)],
+    [
+        (1, 0.5, 0.5),
+        (1, 1.0, 1.0),
+        (1, 1.5, 1.2),
+        (1, 2.0, 1.2),
+        (-1, 0.5, -0.8),
+        (-1, 1.0, -1.0),
+        (-1, 1.5, -1.5),
+    ],
 )
 def test_policy_loss_matches_clipping_table(sut, advantage, ratio, objective):
-    loss = sut.module.policy_loss(torch.tensor([ratio]), torch.tensor([float(advantage)]), clip_coef=0.2)
+    loss = sut.module.policy_loss(
+        torch.tensor([ratio]), torch.tensor([float(advantage)]), clip_coef=0.2
+    )
     assert loss.item() == pytest.approx(-objective)
 
 
 def test_policy_loss_is_the_mean_over_the_batch(sut):
     ratio = torch.tensor([0.5, 1.5, 1.5])
     advantages = torch.tensor([1.0, 1.0, -1.0])
-    assert sut.module.policy_loss(ratio, advantages, 0.2).item() == pytest.approx(-(0.5 + 1.2 - 1.5) / 3)
+    assert sut.module.policy_loss(ratio, advantages, 0.2).item() == pytest.approx(
+        -(0.5 + 1.2 - 1.5) / 3
+    )
 
 
 def test_value_loss_clipping_takes_the_worse_error(sut):
     new, old, target = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([3.0])
-    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=False).item() == pytest.approx(0.5 * 1.0)
+    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=False).item() == pytest.approx(
+        0.5 * 1.0
+    )
     # Clipped prediction 0.2 is 2.8 from the target: the clipped error is the larger one.
-    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * 2.8**2)
+    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=True).item() == pytest.approx(
+        0.5 * 2.8**2
+    )
 
 
 def test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise(sut):
@@ -133,9 +154,14 @@ def test_reward_scaling_restarts_the_return_at_every_episode_end(sut, tmp_path, 
     # Reward 1, episodes of 5 steps, gamma 0.9: each env's discounted return runs 1, 1.9, 2.71,
     # 3.439, 4.0951 and starts again, whether the episode terminated or hit its time limit.
     env_id = f"test/Constant{end}{sut.test_env_suffix}-v0"
-    result = sut.module.train(sut.args(tmp_path, env_id=env_id, norm_reward=True, gamma=0.9, eval_episodes=0))
+    result = sut.module.train(
+        sut.args(tmp_path, env_id=env_id, norm_reward=True, gamma=0.9, eval_episodes=0)
+    )
     saved = torch.load(result["model_path"], weights_only=True)["model"]
-    per_env = [sum(0.9**k for k in range(t % 5 + 1)) for t in range(result["global_step"] // sut.tiny["num_envs"])]
+    per_env = [
+        sum(0.9**k for k in range(t % 5 + 1))
+        for t in range(result["global_step"] // sut.tiny["num_envs"])
+    ]
     assert saved["return_rms.mean"].item() == pytest.approx(np.mean(per_env))
     assert saved["return_rms.var"].item() == pytest.approx(np.var(per_env))
     assert result["episodic_returns"][0] == 5.0  # logged returns stay raw
@@ -149,7 +175,9 @@ def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
     assert result["global_step"] == 2 * sut.batch
     assert os.path.dirname(result["model_path"]) == result["run_dir"]
     assert os.path.basename(result["run_dir"]).startswith(f"{sut.env_id}__{sut.name}__1__")
-    assert all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
+    assert (
+        all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
+    )
 
     scalars = read_scalars(result["run_dir"])
     for tag in ["charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
@@ -170,7 +198,10 @@ def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
 
 
 def test_same_seed_same_numbers(sut, tmp_path):
-    runs = [sut.module.train(sut.args(tmp_path / name, seed=seed)) for name, seed in (("a", 3), ("b", 3), ("c", 4))]
+    runs = [
+        sut.module.train(sut.args(tmp_path / name, seed=seed))
+        for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    ]
     assert runs[0]["episodic_returns"] == runs[1]["episodic_returns"]
     weights = [torch.load(r["model_path"], weights_only=True)["model"] for r in runs]
     for name in weights[0]:
@@ -184,12 +215,22 @@ def test_dict_observations_are_flattened(sut, tmp_path):
     assert len(sut.module.evaluate(result["model_path"], episodes=1)) == 1
 
 
+def test_an_observation_that_cannot_be_flattened_is_named(sut, tmp_path):
+    env_id = f"test/SequenceObs{sut.test_env_suffix}-v0"
+    with pytest.raises(
+        sut.module.ConfigError, match=r"the observation part observation\['items'\] \(Sequence"
+    ):
+        sut.module.train(sut.args(tmp_path, env_id=env_id))
+
+
 def test_env_from_a_users_module(sut, tmp_path):
     # `module:EnvId` imports the module first, which registers the env (here: conftest).
     env_id = f"conftest:test/DictObs{sut.test_env_suffix}-v0"
     result = sut.module.train(sut.args(tmp_path, env_id=env_id, eval_episodes=0))
     assert result["global_step"] == 2 * sut.batch
-    assert os.path.basename(result["run_dir"]).startswith(f"conftest-test-DictObs{sut.test_env_suffix}-v0__")
+    assert os.path.basename(result["run_dir"]).startswith(
+        f"conftest-test-DictObs{sut.test_env_suffix}-v0__"
+    )
 
 
 def test_capture_video_writes_videos(sut, tmp_path):
@@ -233,7 +274,9 @@ def test_resume_carries_on_where_the_checkpoint_left_off(sut, tmp_path, monkeypa
             original_save(obj, str(kept))
 
     monkeypatch.setattr(ppo, "save_atomic", save_and_keep)
-    args = sut.args(tmp_path, total_timesteps=6 * batch, checkpoint_every=3 * batch, eval_episodes=0)
+    args = sut.args(
+        tmp_path, total_timesteps=6 * batch, checkpoint_every=3 * batch, eval_episodes=0
+    )
     full = ppo.train(args)
     assert full["checkpoint_path"] and os.path.isfile(full["checkpoint_path"])
     mid = torch.load(kept, weights_only=True)
@@ -253,7 +296,9 @@ def test_resume_carries_on_where_the_checkpoint_left_off(sut, tmp_path, monkeypa
     assert lrs[-3:] == pytest.approx([args.learning_rate * (1 - k / 6) for k in (3, 4, 5)])
 
 
-def resume_twice_as_saved_and_once_changed(sut, first: dict, tmp_path, rng: str, other_state, cuda: bool) -> list:
+def resume_twice_as_saved_and_once_changed(
+    sut, first: dict, tmp_path, rng: str, other_state, cuda: bool
+) -> list:
     """From `first` run's checkpoint, with the budget doubled: resume twice as saved and once with
     checkpoint[rng] replaced by other_state. Returns the three resumed runs' results and weights."""
     checkpoint = torch.load(first["checkpoint_path"], weights_only=True)
@@ -268,16 +313,22 @@ def resume_twice_as_saved_and_once_changed(sut, first: dict, tmp_path, rng: str,
     for path in paths:
         result = sut.module.train(sut.module.Args(resume=str(path), cuda=cuda, progress=False))
         saved = torch.load(result["checkpoint_path"], weights_only=True)
-        runs.append((result, saved["model"] if "model" in saved else saved["actor"]))  # sac.py: "actor"
+        runs.append(
+            (result, saved["model"] if "model" in saved else saved["actor"])
+        )  # sac.py: "actor"
     return runs
 
 
 def test_resume_restores_the_random_state(sut, tmp_path):
     first = sut.module.train(
-        sut.args(tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0)
+        sut.args(
+            tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0
+        )
     )
     other = torch.Generator().manual_seed(999).get_state()
-    runs = resume_twice_as_saved_and_once_changed(sut, first, tmp_path, "torch_rng_state", other, cuda=False)
+    runs = resume_twice_as_saved_and_once_changed(
+        sut, first, tmp_path, "torch_rng_state", other, cuda=False
+    )
     assert [result["global_step"] for result, _ in runs] == [2 * sut.batch] * 3
     weights = [w for _, w in runs]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
@@ -312,6 +363,22 @@ def test_interrupted_save_keeps_the_previous_file(sut, tmp_path, monkeypatch):
         (dict(num_envs=3, num_steps=5, num_minibatches=4), "does not divide into 4 minibatches"),
         (dict(total_timesteps=100), "less than one batch"),
         (dict(resume="missing/checkpoint.pt"), "no such file: missing/checkpoint.pt"),
+        # Every knob with a meaningful range: refused before anything runs.
+        (dict(num_envs=0), "--num-envs must be positive, got 0"),
+        (dict(num_steps=-1), "--num-steps must be positive"),
+        (dict(update_epochs=0), "--update-epochs must be positive"),
+        (dict(learning_rate=-1.0), "--learning-rate must be 0 or more, got -1.0"),
+        (dict(gamma=1.5), "--gamma must be between 0 and 1, got 1.5"),
+        (dict(gae_lambda=2.0), "--gae-lambda must be between 0 and 1"),
+        (dict(gae_lambda=float("nan")), "--gae-lambda must be between 0 and 1"),
+        (dict(clip_coef=-0.2), "--clip-coef must be positive"),
+        (dict(ent_coef=-0.01), "--ent-coef must be 0 or more"),
+        (dict(vf_coef=-1.0), "--vf-coef must be 0 or more"),
+        (dict(max_grad_norm=0.0), "--max-grad-norm must be positive"),
+        (dict(target_kl=0.0), "--target-kl must be positive"),
+        (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
+        (dict(checkpoint_every=-5), "--checkpoint-every must be 0 or more"),
+        (dict(torch_threads=0), "--torch-threads must be positive"),
     ],
 )
 def test_bad_input_is_refused_clearly(sut, tmp_path, overrides, message):
@@ -326,16 +393,22 @@ def test_wrong_action_space_names_the_right_script(sut, tmp_path):
 
 def test_missing_env_dependency_says_what_to_install(sut, tmp_path, monkeypatch):
     def make_without_mujoco(env_id, **kwargs):
-        raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
+        raise gym.error.DependencyNotInstalled(
+            'MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`'
+        )
 
     monkeypatch.setattr(gym, "make", make_without_mujoco)
-    with pytest.raises(sut.module.ConfigError, match="needs a package that is missing.*pip install"):
+    with pytest.raises(
+        sut.module.ConfigError, match="needs a package that is missing.*pip install"
+    ):
         sut.module.train(sut.args(tmp_path, env_id="HalfCheetah-v4"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_a_gpu_is_refused(sut, tmp_path):
-    with pytest.raises(sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"):
+    with pytest.raises(
+        sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"
+    ):
         sut.module.train(sut.args(tmp_path, cuda=True))
 
 
@@ -349,7 +422,10 @@ def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut,
     first = sut.module.train(args)
     other = torch.Generator("cuda").manual_seed(999).get_state()
     weights = [
-        w for _, w in resume_twice_as_saved_and_once_changed(sut, first, tmp_path, "cuda_rng_state", other, cuda=True)
+        w
+        for _, w in resume_twice_as_saved_and_once_changed(
+            sut, first, tmp_path, "cuda_rng_state", other, cuda=True
+        )
     ]
 
     def largest_difference(a: dict, b: dict) -> float:
@@ -376,11 +452,14 @@ def test_corrupt_or_foreign_files_are_refused(sut, tmp_path):
         sut.module.train(sut.args(tmp_path, resume=str(foreign)))
 
 
-@pytest.mark.parametrize("case", ["unknown env", "corrupt model", "wrong action space"])
+@pytest.mark.parametrize(
+    "case", ["unknown env", "corrupt model", "wrong action space", "out of range"]
+)
 def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
     (in_tmp / "garbage.pt").write_bytes(b"not a checkpoint")
     argv, message = {
         "unknown env": (["--env-id", "NoSuchEnv-v0"], "unknown environment id"),
+        "out of range": (["--gae-lambda", "2"], "--gae-lambda must be between 0 and 1, got 2.0"),
         "corrupt model": (["--eval-only", "garbage.pt"], "cannot read garbage.pt"),
         "wrong action space": (["--env-id", sut.wrong_env_id], sut.wrong_env_message),
     }[case]
@@ -388,27 +467,40 @@ def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0], proc.stderr
+    assert (
+        len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0]
+    ), proc.stderr
 
 
 def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(sut, in_tmp):
     flags = [*cli_flags(sut.tiny), *sut.recorded_flags]
-    proc = run_cli(f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp)
+    proc = run_cli(
+        f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp
+    )
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout
     (model,) = (in_tmp / "runs").glob(f"{sut.env_id}__{sut.name}__1__*/model.pt")
     assert_scalars_match_recording(sut.name, model.parent)
-    proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", "--seed", "7", cwd=in_tmp)
+    # --eval-only replays the games of the evaluation that ended the training, then the next
+    # ones; a fresh process that reloads the model plays exactly the games this one plays.
+    proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr
-    # A fresh process that reloads the model plays exactly the games this one plays.
-    printed = proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1]
-    assert printed == str(sut.module.evaluate(str(model), episodes=2, seed=7))
+    printed = ast.literal_eval(proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1])
+    assert printed[0] == read_scalars(str(model.parent))["eval/episodic_return"][0][1]
+    assert printed == sut.module.evaluate(str(model), episodes=2)
 
 
 def test_help_reads_like_a_manual(sut, in_tmp):
     proc = run_cli(f"{sut.name}.py", "--help", cwd=in_tmp)
     assert proc.returncode == 0
-    for text in ["--env-id", "--total-timesteps", "--clip-coef", "surrogate clipping", "--resume", "--no-progress"]:
+    for text in [
+        "--env-id",
+        "--total-timesteps",
+        "--clip-coef",
+        "surrogate clipping",
+        "--resume",
+        "--no-progress",
+    ]:
         assert text in proc.stdout, text
 
 
@@ -424,8 +516,16 @@ def test_importing_does_nothing(sut, in_tmp):
 # Learning: the script learns, and the same budget with a broken update does not
 # ---------------------------------------------------------------------------------------------
 def learning_score(sut, tmp_path) -> float:
-    settings = {"env_id": sut.env_id, "progress": False, "eval_episodes": 10, "save_model": False, **sut.learn}
-    args = sut.module.Args(**settings, runs_dir=str(tmp_path / "runs"))  # the script's defaults, not `tiny`
+    settings = {
+        "env_id": sut.env_id,
+        "progress": False,
+        "eval_episodes": 10,
+        "save_model": False,
+        **sut.learn,
+    }
+    args = sut.module.Args(
+        **settings, runs_dir=str(tmp_path / "runs")
+    )  # the script's defaults, not `tiny`
     return float(np.mean(sut.module.train(args)["eval_returns"]))
 
 
@@ -435,13 +535,17 @@ def test_learns(sut, tmp_path):
 
 def test_flipped_policy_gradient_does_not_learn(sut, tmp_path, monkeypatch):
     original = sut.module.policy_loss
-    monkeypatch.setattr(sut.module, "policy_loss", lambda ratio, adv, clip: original(ratio, -adv, clip))
+    monkeypatch.setattr(
+        sut.module, "policy_loss", lambda ratio, adv, clip: original(ratio, -adv, clip)
+    )
     assert learning_score(sut, tmp_path) < sut.broken_at_most
 
 
 def test_zeroed_advantages_do_not_learn(sut, tmp_path, monkeypatch):
     original = sut.module.compute_gae
-    monkeypatch.setattr(sut.module, "compute_gae", lambda *a, **k: torch.zeros_like(original(*a, **k)))
+    monkeypatch.setattr(
+        sut.module, "compute_gae", lambda *a, **k: torch.zeros_like(original(*a, **k))
+    )
     assert learning_score(sut, tmp_path) < sut.broken_at_most
 
 

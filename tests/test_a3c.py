@@ -20,7 +20,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import ROOT, assert_scalars_match_recording, cli_flags, load_script, read_scalars, run_cli
+from conftest import (
+    ROOT,
+    assert_scalars_match_recording,
+    cli_flags,
+    load_script,
+    read_scalars,
+    run_cli,
+)
 
 # Tests of the PPO contract that need only `sut.module`: the same GAE, the same file habits.
 from ppo_contract import (  # noqa: F401
@@ -97,8 +104,13 @@ def test_n_step_returns_match_hand_numbers():
     # bootstrapped from V(s_T) = 10. gamma 0.9: R_2 = 3 + 9 = 12, R_1 = 2 + 10.8 = 12.8,
     # R_0 = 1 + 11.52 = 12.52. An episode end at t = 1 cuts the sum: R_1 = 2, R_0 = 2.8.
     rewards, values = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, -1.0, 2.0])
-    for dones, expected in [([0.0, 0.0, 0.0], [12.52, 12.8, 12.0]), ([0.0, 1.0, 0.0], [2.8, 2.0, 12.0])]:
-        advantages = a3c.compute_gae(rewards, values, torch.tensor(dones), torch.tensor(10.0), 0.9, 1.0)
+    for dones, expected in [
+        ([0.0, 0.0, 0.0], [12.52, 12.8, 12.0]),
+        ([0.0, 1.0, 0.0], [2.8, 2.0, 12.0]),
+    ]:
+        advantages = a3c.compute_gae(
+            rewards, values, torch.tensor(dones), torch.tensor(10.0), 0.9, 1.0
+        )
         torch.testing.assert_close(advantages + values, torch.tensor(expected))
 
 
@@ -106,13 +118,19 @@ def test_actor_critic_losses_match_hand_numbers():
     # -mean(log pi * A) = -mean(-0.5 * 2, -2 * 1) = 1.5; 0.5 * mean((1 - 2)^2, (3 - 0)^2) = 2.5.
     loss = a3c.policy_gradient_loss(torch.tensor([-0.5, -2.0]), torch.tensor([2.0, 1.0]))
     assert loss.item() == pytest.approx(1.5)
-    assert a3c.value_loss(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0])).item() == pytest.approx(2.5)
+    assert a3c.value_loss(
+        torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0])
+    ).item() == pytest.approx(2.5)
 
 
-@pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Box(-2.0, 2.0, (2,), np.float32)])
+@pytest.mark.parametrize(
+    "space", [gym.spaces.Discrete(3), gym.spaces.Box(-2.0, 2.0, (2,), np.float32)]
+)
 def test_policy_heads_match_torch_distributions(space):
     torch.manual_seed(0)
-    agent = a3c.Agent(obs_dim=3, action_space=space, args=a3c.Args(hidden_size=8, init_log_std=-0.5))
+    agent = a3c.Agent(
+        obs_dim=3, action_space=space, args=a3c.Args(hidden_size=8, init_log_std=-0.5)
+    )
     obs = torch.randn(5, 3)
     actions = agent.sample_action(obs)
     log_prob, entropy, value = agent.evaluate_actions(obs, actions)
@@ -133,7 +151,9 @@ def test_policy_heads_match_torch_distributions(space):
 def test_box_actions_are_clipped_for_the_env_only():
     box = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
     np.testing.assert_array_equal(a3c.to_env_action(np.array([3.0, -0.5]), box), [2.0, -0.5])
-    np.testing.assert_array_equal(a3c.to_env_action(np.array([1, 0]), gym.spaces.Discrete(2)), [1, 0])
+    np.testing.assert_array_equal(
+        a3c.to_env_action(np.array([1, 0]), gym.spaces.Discrete(2)), [1, 0]
+    )
 
 
 def test_each_worker_gets_its_own_deterministic_seed():
@@ -171,7 +191,9 @@ def test_a_step_taken_in_one_process_is_seen_in_another():
         gradients.append([[torch.randn_like(p) for p in agent.parameters()] for _ in range(2)])
 
     step_with_gradients(shared, [g[0] for g in gradients])
-    process = mp.get_context("spawn").Process(target=step_with_gradients, args=(shared, [g[1] for g in gradients]))
+    process = mp.get_context("spawn").Process(
+        target=step_with_gradients, args=(shared, [g[1] for g in gradients])
+    )
     process.start()
     process.join(timeout=60)
     if process.is_alive():
@@ -222,7 +244,9 @@ def test_tiny_run_logs_saves_and_evaluates(tmp_path):
     assert result["global_step"] == 100 * ROLLOUT
     assert os.path.dirname(result["model_path"]) == result["run_dir"]
     assert os.path.basename(result["run_dir"]).startswith("CartPole-v1__a3c__1__")
-    assert all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
+    assert (
+        all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
+    )
 
     # The gradients of both workers reached the shared model: each did some of the updates, the
     # shared optimizer counted one step per rollout (lock-free: two increments at the same
@@ -252,8 +276,12 @@ def test_resume_carries_on_from_the_checkpoint(tmp_path, monkeypatch):
     # the worker runs, and a last one when it is done.
     written = []
     original_save = a3c.save_atomic
-    monkeypatch.setattr(a3c, "save_atomic", lambda obj, path: (written.append(obj), original_save(obj, path)))
-    args = tiny_args(tmp_path, num_workers=1, total_timesteps=50 * ROLLOUT, checkpoint_every=5 * ROLLOUT)
+    monkeypatch.setattr(
+        a3c, "save_atomic", lambda obj, path: (written.append(obj), original_save(obj, path))
+    )
+    args = tiny_args(
+        tmp_path, num_workers=1, total_timesteps=50 * ROLLOUT, checkpoint_every=5 * ROLLOUT
+    )
     first = a3c.train(args)
     steps = [obj["global_step"] for obj in written if "optimizer" in obj]
     assert len(steps) >= 3 and steps[0] < 50 * ROLLOUT and steps[-1] == 50 * ROLLOUT
@@ -264,11 +292,15 @@ def test_resume_carries_on_from_the_checkpoint(tmp_path, monkeypatch):
     checkpoint["args"]["total_timesteps"] = 80 * ROLLOUT
     extended = tmp_path / "extended.pt"
     torch.save(checkpoint, extended)
-    resumed = a3c.train(a3c.Args(resume=str(extended), num_workers=1, progress=False, eval_episodes=0))
+    resumed = a3c.train(
+        a3c.Args(resume=str(extended), num_workers=1, progress=False, eval_episodes=0)
+    )
     assert resumed["global_step"] == 80 * ROLLOUT and resumed["updates_per_worker"] == [30]
     assert resumed["run_dir"] == first["run_dir"]
     final = torch.load(resumed["checkpoint_path"], weights_only=True)
-    assert [s["step"].item() for s in final["optimizer"]["state"].values()] == [80.0] * len(final["model"])
+    assert [s["step"].item() for s in final["optimizer"]["state"].values()] == [80.0] * len(
+        final["model"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +312,10 @@ def test_resume_carries_on_from_the_checkpoint(tmp_path, monkeypatch):
         (dict(env_id="NoSuchEnv-v0"), "unknown environment id 'NoSuchEnv-v0'"),
         (dict(env_id="test/A3CMultiDiscrete-v0"), r"needs Discrete\(n\) or a 1-D Box"),
         (dict(total_timesteps=0), "--total-timesteps must be positive"),
-        (dict(num_workers=0), "--num-workers, --num-envs, --num-steps and --log-every must be positive"),
+        (
+            dict(num_workers=0),
+            "--num-workers, --num-envs, --num-steps and --log-every must be positive",
+        ),
         (dict(total_timesteps=5), "less than one rollout"),
         (dict(resume="missing/checkpoint.pt"), "no such file: missing/checkpoint.pt"),
         (dict(cuda=True), "--cuda is not supported: A3C's workers are CPU processes"),
@@ -302,7 +337,9 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
     proc = run_cli("a3c.py", *argv, "--no-progress", cwd=in_tmp, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("a3c.py: error:") and message in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("a3c.py: error:") and message in lines[0], (
+        proc.stderr
+    )
 
 
 def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(in_tmp):
@@ -315,7 +352,17 @@ def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(in_tmp):
     # One worker updates the shared model alone, in a fixed order: deterministic but for the
     # learning rate's log, written by the main process at the moments its clock decides.
     assert_scalars_match_recording("a3c", model.parent, skip=("charts/learning_rate",))
-    proc = run_cli("a3c.py", "--eval-only", str(model), "--eval-episodes", "2", "--seed", "7", cwd=in_tmp, timeout=60)
+    proc = run_cli(
+        "a3c.py",
+        "--eval-only",
+        str(model),
+        "--eval-episodes",
+        "2",
+        "--seed",
+        "7",
+        cwd=in_tmp,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     printed = proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1]
     assert printed == str(a3c.evaluate(str(model), episodes=2, seed=7))
@@ -395,7 +442,10 @@ def test_a_worker_that_raises_stops_all_workers_with_its_error(tmp_path):
     rc, _, stderr = finish(proc)
     assert rc == 1 and os.path.exists(flag)
     lines = stderr.strip().splitlines()
-    assert lines[-1].startswith("a3c.py: error: worker ") and "RuntimeError: the test env fails on purpose" in lines[-1]
+    assert (
+        lines[-1].startswith("a3c.py: error: worker ")
+        and "RuntimeError: the test env fails on purpose" in lines[-1]
+    )
     assert lines[-1].endswith("all workers stopped")
     assert "Traceback" in stderr and "in step" in stderr  # the worker's own traceback, above
 
@@ -453,8 +503,16 @@ def test_learns_cartpole_with_two_workers(tmp_path):
 @pytest.mark.parametrize(
     "name, old, new",
     [
-        ("a3c_no_shared_gradient", "shared_param.grad.copy_(local_param.grad)", "shared_param.grad.zero_()"),
-        ("a3c_flipped_gradient", "return -(log_probs * advantages).mean()", "return (log_probs * advantages).mean()"),
+        (
+            "a3c_no_shared_gradient",
+            "shared_param.grad.copy_(local_param.grad)",
+            "shared_param.grad.zero_()",
+        ),
+        (
+            "a3c_flipped_gradient",
+            "return -(log_probs * advantages).mean()",
+            "return (log_probs * advantages).mean()",
+        ),
     ],
 )
 def test_broken_updates_do_not_learn(tmp_path, name, old, new):

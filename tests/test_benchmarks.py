@@ -14,7 +14,9 @@ def test_runner_runs_skips_reruns_and_collects(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
     flags = "--num-envs 2 --num-steps 64 --num-minibatches 2 --eval-episodes 2".split()
     monkeypatch.setitem(
-        bench.EXPERIMENTS, "tiny", {"script": "ppo_discrete.py", "env_id": "CartPole-v1", "steps": 256, "flags": flags}
+        bench.EXPERIMENTS,
+        "tiny",
+        {"script": "ppo_discrete.py", "env_id": "CartPole-v1", "steps": 256, "flags": flags},
     )
     assert "done in" in bench.run_one("tiny", 1, {})
     assert bench.run_one("tiny", 1, {}) == "tiny seed 1: already done"
@@ -37,7 +39,11 @@ def test_runner_runs_skips_reruns_and_collects(tmp_path, monkeypatch):
     bench.collect(["tiny"])
     with open(tmp_path / "results" / "summary.csv") as f:
         rows = {r["seed"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"1", "2"} and rows["2"]["commit"] == "abc1234" and rows["1"]["sps"] == row["sps"]
+    assert (
+        set(rows) == {"1", "2"}
+        and rows["2"]["commit"] == "abc1234"
+        and rows["1"]["sps"] == row["sps"]
+    )
     with open(tmp_path / "results" / "curves.csv") as f:
         assert {r["seed"] for r in csv.DictReader(f)} == {"1", "2"}
     assert "| tiny | CartPole-v1 | 256 | 2 |" in (tmp_path / "results" / "summary.md").read_text()

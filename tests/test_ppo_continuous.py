@@ -12,7 +12,14 @@ SCRIPT = PPOScript(
     name="ppo_continuous",
     env_id="Pendulum-v1",
     # 2 updates of 2 envs x 128 steps: each env finishes one 200-step Pendulum episode.
-    tiny=dict(total_timesteps=512, num_envs=2, num_steps=128, num_minibatches=2, update_epochs=2, eval_episodes=2),
+    tiny=dict(
+        total_timesteps=512,
+        num_envs=2,
+        num_steps=128,
+        num_minibatches=2,
+        update_epochs=2,
+        eval_episodes=2,
+    ),
     recorded_flags=("--clip-vloss",),
     test_env_suffix="Box",
     wrong_env_id="CartPole-v1",
@@ -50,7 +57,10 @@ def test_squashed_log_prob_matches_change_of_variables():
     # Density of a = tanh(u), u ~ N(mean, std^2): p(a) = N(u) / |det da/du|, with the Jacobian
     # computed by autograd, independently of the closed form in the script.
     # In float64, so that the reference stays exact where tanh(u) is close to +-1.
-    mean, log_std = torch.tensor([0.3, -1.0], dtype=torch.float64), torch.tensor([-0.2, 0.4], dtype=torch.float64)
+    mean, log_std = (
+        torch.tensor([0.3, -1.0], dtype=torch.float64),
+        torch.tensor([-0.2, 0.4], dtype=torch.float64),
+    )
     for u in torch.tensor([[0.1, -0.5], [2.5, -3.0], [9.0, -0.01]], dtype=torch.float64):
         jacobian = torch.autograd.functional.jacobian(torch.tanh, u)
         expected = ppo.gaussian_log_prob(u, mean, log_std) - torch.logdet(jacobian)
@@ -109,7 +119,9 @@ def test_mujoco_and_box2d_envs_are_accepted(env_id):
 @pytest.mark.parametrize("activation, ortho_init", [("tanh", True), ("relu", False)])
 def test_activation_and_initialization_knobs(activation, ortho_init):
     agent = ppo.Agent(
-        obs_dim=3, action_dim=1, args=ppo.Args(hidden_size=16, activation=activation, ortho_init=ortho_init)
+        obs_dim=3,
+        action_dim=1,
+        args=ppo.Args(hidden_size=16, activation=activation, ortho_init=ortho_init),
     )
     assert type(agent.actor_mean[1]).__name__ == {"tanh": "Tanh", "relu": "ReLU"}[activation]
     # Orthogonal init: the 3 columns of the first weight are orthogonal with norm sqrt(2).

@@ -10,7 +10,14 @@ from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
 SCRIPT = PPOScript(
     name="ppo_discrete",
     env_id="CartPole-v1",
-    tiny=dict(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_episodes=2),
+    tiny=dict(
+        total_timesteps=256,
+        num_envs=2,
+        num_steps=64,
+        num_minibatches=2,
+        update_epochs=2,
+        eval_episodes=2,
+    ),
     recorded_flags=("--norm-obs", "--norm-reward", "--clip-vloss"),
     test_env_suffix="",
     wrong_env_id="Pendulum-v1",
@@ -27,6 +34,11 @@ def sut():
     return SCRIPT
 
 
+def test_a_network_without_width_is_refused(tmp_path):
+    with pytest.raises(SCRIPT.module.ConfigError, match="--hidden-size must be positive, got 0"):
+        SCRIPT.module.train(SCRIPT.args(tmp_path, hidden_size=0))
+
+
 def test_gumbel_max_sampling_follows_the_softmax():
     torch.manual_seed(0)
     agent = SCRIPT.module.Agent(obs_dim=3, n_actions=3, args=SCRIPT.module.Args(hidden_size=8))
@@ -35,4 +47,6 @@ def test_gumbel_max_sampling_follows_the_softmax():
         agent.actor[-1].weight.zero_()
         actions = agent.sample_action(torch.zeros(20_000, 3))
     frequencies = torch.bincount(actions, minlength=3) / 20_000
-    torch.testing.assert_close(frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=0.01, rtol=0)
+    torch.testing.assert_close(
+        frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=0.01, rtol=0
+    )

@@ -16,7 +16,14 @@ from ppo_contract import learning_score
 SCRIPT = PPOScript(
     name="ppo_transformer",
     env_id="CartPole-v1",
-    tiny=dict(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_episodes=2),
+    tiny=dict(
+        total_timesteps=256,
+        num_envs=2,
+        num_steps=64,
+        num_minibatches=2,
+        update_epochs=2,
+        eval_episodes=2,
+    ),
     recorded_flags=("--norm-reward", "--clip-vloss"),
     test_env_suffix="",
     wrong_env_id="Pendulum-v1",
@@ -108,7 +115,12 @@ def test_episode_windows_by_hand():
     assert windows[2, 1, :, 0].tolist() == [21, 31, 41]  # rows 2, 3, 4: step 2's own row is 4
     assert windows[0, 0, :, 0].tolist() == [0, 10, 20]
     assert masks[:, 0].all()
-    assert masks[:, 1].tolist() == [[False, True, True], [True, True, True], [False, False, True], [False, True, True]]
+    assert masks[:, 1].tolist() == [
+        [False, True, True],
+        [True, True, True],
+        [False, False, True],
+        [False, True, True],
+    ]
     # A view of the history: rows after a step's own never enter its window.
     history[5] = -1.0
     assert windows[2, 1, :, 0].tolist() == [21, 31, 41]
@@ -163,7 +175,9 @@ def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch,
         masks = torch.cat([m for _, m in acted[7 * k : 7 * k + 7]])
         assert torch.equal(evaluated[i][0], windows) and torch.equal(evaluated[i][1], masks)
         for mb_windows, mb_masks in evaluated[i + 1 : end_i]:
-            same = (mb_windows[:, None] == windows).flatten(2).all(-1) & (mb_masks[:, None] == masks).all(-1)
+            same = (mb_windows[:, None] == windows).flatten(2).all(-1) & (
+                mb_masks[:, None] == masks
+            ).all(-1)
             assert same.any(-1).all()
     # Values: each rollout's bootstrap V(s_T) of the next step's window and, on time limits, the
     # values of the final observations (step count 5), whose windows end their own episode.
@@ -174,7 +188,9 @@ def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch,
 
 
 def test_evaluation_rebuilds_the_window(tmp_path, monkeypatch):
-    result = ppo.train(SCRIPT.args(tmp_path, env_id="test/CounterTerminate-v0", context_len=3, eval_episodes=0))
+    result = ppo.train(
+        SCRIPT.args(tmp_path, env_id="test/CounterTerminate-v0", context_len=3, eval_episodes=0)
+    )
     seen = []
     original = ppo.Agent.greedy_action
 
@@ -203,8 +219,14 @@ def test_mask_velocity_keeps_cart_position_and_pole_angle():
 
 def test_mask_velocity_is_documented_and_refused_where_it_has_no_meaning(tmp_path, in_tmp):
     proc = run_cli("ppo_transformer.py", "--help", cwd=in_tmp)
-    assert "--mask-velocity" in proc.stdout and "--context-len" in proc.stdout and "--gated" in proc.stdout
-    with pytest.raises(ppo.ConfigError, match="--mask-velocity knows the velocity components of CartPole-v1"):
+    assert (
+        "--mask-velocity" in proc.stdout
+        and "--context-len" in proc.stdout
+        and "--gated" in proc.stdout
+    )
+    with pytest.raises(
+        ppo.ConfigError, match="--mask-velocity knows the velocity components of CartPole-v1"
+    ):
         ppo.train(SCRIPT.args(tmp_path, env_id="test/DictObs-v0", mask_velocity=True))
 
 
@@ -224,7 +246,9 @@ def test_bad_network_settings_are_refused_clearly(tmp_path, overrides, message):
 def test_gated_agent_trains_saves_and_evaluates_with_hidden_velocities(tmp_path):
     result = ppo.train(SCRIPT.args(tmp_path, gated=True, num_layers=2, mask_velocity=True))
     agent, saved, *_ = ppo.load_agent(result["model_path"])
-    assert saved.gated and saved.mask_velocity and isinstance(agent.blocks[1].gate2, ppo.GatedResidual)
+    assert (
+        saved.gated and saved.mask_velocity and isinstance(agent.blocks[1].gate2, ppo.GatedResidual)
+    )
     assert agent.embed.in_features == 2
     assert len(ppo.evaluate(result["model_path"], episodes=2)) == 2
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ConstantRewardEnv, assert_scalars_match_recording, load_script, read_scalars, run_cli
+from conftest import (
+    ConstantRewardEnv,
+    assert_scalars_match_recording,
+    load_script,
+    read_scalars,
+    run_cli,
+)
 
 # Tests of the PPO contract that need nothing of PPO, only `sut.module`, `sut.name` and
 # `sut.args`: they run for sac.py too.
@@ -54,7 +60,10 @@ if "test/SacUnbounded-v0" not in gym.registry:
 def test_squashed_log_prob_is_the_change_of_variables_through_tanh():
     # log p(a) = log p(u) - log |det da/du| for a = tanh(u), with the Jacobian from autograd.
     torch.manual_seed(0)
-    mean, log_std = torch.randn(4, 3, dtype=torch.float64), 0.5 * torch.randn(4, 3, dtype=torch.float64)
+    mean, log_std = (
+        torch.randn(4, 3, dtype=torch.float64),
+        0.5 * torch.randn(4, 3, dtype=torch.float64),
+    )
     # |u| <= 2, where 1 - tanh(u)^2 >= 0.07: eps = 1e-6 in the log moves each term by < 2e-5.
     u = (mean + log_std.exp() * torch.randn(4, 3, dtype=torch.float64)).clamp(-2.0, 2.0)
     got = sac.squashed_gaussian_log_prob(u, mean, log_std)
@@ -64,7 +73,9 @@ def test_squashed_log_prob_is_the_change_of_variables_through_tanh():
         expected = log_normal - torch.linalg.slogdet(jacobian).logabsdet
         assert got[i].item() == pytest.approx(expected.item(), abs=1e-4)
     # Where tanh saturates, eps keeps the log-probability finite.
-    saturated = sac.squashed_gaussian_log_prob(torch.tensor([[30.0]]), torch.tensor([[30.0]]), torch.tensor([[0.0]]))
+    saturated = sac.squashed_gaussian_log_prob(
+        torch.tensor([[30.0]]), torch.tensor([[30.0]]), torch.tensor([[0.0]])
+    )
     assert torch.isfinite(saturated).all()
 
 
@@ -72,7 +83,9 @@ def test_sampled_actions_follow_the_density_the_actor_reports():
     # Monte Carlo: the histogram of the actor's squashed samples matches exp(log pi), and the
     # actions are rescaled into the env's bounds [-2, 4].
     torch.manual_seed(0)
-    actor = sac.Actor(obs_dim=2, action_low=np.array([-2.0]), action_high=np.array([4.0]), hidden_size=8)
+    actor = sac.Actor(
+        obs_dim=2, action_low=np.array([-2.0]), action_high=np.array([4.0]), hidden_size=8
+    )
     with torch.no_grad():
         for layer in (actor.fc_mean, actor.fc_logstd):
             layer.weight.zero_()
@@ -89,9 +102,13 @@ def test_sampled_actions_follow_the_density_the_actor_reports():
     np.testing.assert_allclose(counts / (200_000 * width), density.numpy(), rtol=0.06)
     # The reported log-probabilities are those of the samples themselves.
     u = torch.atanh(squashed[:5, None].double()).float()
-    torch.testing.assert_close(log_probs[:5], sac.squashed_gaussian_log_prob(u, mean, log_std), atol=2e-3, rtol=0)
+    torch.testing.assert_close(
+        log_probs[:5], sac.squashed_gaussian_log_prob(u, mean, log_std), atol=2e-3, rtol=0
+    )
     # The deterministic action is the tanh of the mean, rescaled.
-    assert actor.greedy_action(torch.zeros(1, 2)).item() == pytest.approx(1.0 + 3.0 * np.tanh(0.5), abs=1e-6)
+    assert actor.greedy_action(torch.zeros(1, 2)).item() == pytest.approx(
+        1.0 + 3.0 * np.tanh(0.5), abs=1e-6
+    )
 
 
 def test_soft_q_target_matches_hand_numbers():
@@ -170,7 +187,11 @@ def test_episode_ends_store_the_real_last_observation(tmp_path, env_id, terminat
     result = sac.train(args)
     buffer = torch.load(result["checkpoint_path"], weights_only=True)["buffer"]
     assert buffer["size"] == 40
-    obs, next_obs, terminations = buffer["obs"][:, 0], buffer["next_obs"][:, 0], buffer["terminations"]
+    obs, next_obs, terminations = (
+        buffer["obs"][:, 0],
+        buffer["next_obs"][:, 0],
+        buffer["terminations"],
+    )
     # At the episode's end next_obs is the real last observation 5, not the reset one 0.
     torch.testing.assert_close(next_obs, obs + 1)
     ends = next_obs == 5
@@ -229,7 +250,11 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_capture_video_writes_videos(tmp_path):
-    sac.train(tiny_args(tmp_path, total_timesteps=200, capture_video=True, eval_episodes=1, save_model=False))
+    sac.train(
+        tiny_args(
+            tmp_path, total_timesteps=200, capture_video=True, eval_episodes=1, save_model=False
+        )
+    )
     assert list((tmp_path / "runs").glob("*/videos/*.mp4"))
     assert list((tmp_path / "runs").glob("*/videos-eval/*.mp4"))
 
@@ -252,7 +277,11 @@ def test_resume_carries_on_where_the_checkpoint_left_off(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(sac, "save_atomic", save_and_keep)
     args = tiny_args(
-        tmp_path, total_timesteps=600, checkpoint_every=300, checkpoint_buffer=with_buffer, eval_episodes=0
+        tmp_path,
+        total_timesteps=600,
+        checkpoint_every=300,
+        checkpoint_buffer=with_buffer,
+        eval_episodes=0,
     )
     full = sac.train(args)
     assert full["num_updates"] == 500
@@ -335,7 +364,9 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, argv, message):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sac.py: error:") and message in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("sac.py: error:") and message in lines[0], (
+        proc.stderr
+    )
 
 
 def test_help_reads_like_a_manual(in_tmp):
