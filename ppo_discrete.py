@@ -454,9 +454,8 @@ def train(args: Args) -> dict:
                     break
 
             losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(
-                global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns, b_advantages
-            )
+            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
+                       b_advantages)  # fmt: skip
             if log.checkpoint_due(global_step, iteration == num_iterations):
                 save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
 
@@ -785,10 +784,20 @@ class TrainingLog:
         return float(np.mean(returns)) if returns else float("nan")
 
     def update(
-        self, global_step, optimizer, losses, ratios, grad_norm, values, returns, advantages
-    ):
+        self,
+        global_step,
+        optimizer,
+        losses,
+        ratios,
+        grad_norm,
+        values,
+        returns,
+        advantages,
+        **charts,
+    ) -> None:
         """What diagnosing PPO needs, once per update: the losses of the last minibatch, KL and
-        clip fraction (of the last minibatch, as CleanRL logs them, and over the update)."""
+        clip fraction (of the last minibatch, as CleanRL logs them, and over the update), and
+        the script's own `charts`."""
         add = self.writer.add_scalar
         sps = self.sps(global_step)
         add("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
@@ -804,6 +813,8 @@ class TrainingLog:
         add("losses/clipfrac", clipfrac.item(), global_step)
         add("losses/explained_variance", explained_variance(values, returns), global_step)
         add("losses/grad_norm", grad_norm.item(), global_step)
+        for name, value in charts.items():
+            add(f"charts/{name}", value.item(), global_step)
         self.writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
         self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
 

@@ -486,7 +486,8 @@ def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(sut, in_tmp)
     proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr
     printed = ast.literal_eval(proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1])
-    assert printed[0] == read_scalars(str(model.parent))["eval/episodic_return"][0][1]
+    logged = read_scalars(str(model.parent))["eval/episodic_return"][0][1]  # a float32
+    assert printed[0] == pytest.approx(logged, rel=1e-6)
     assert printed == sut.module.evaluate(str(model), episodes=2)
 
 

@@ -46,6 +46,11 @@ def sut():
     return SCRIPT
 
 
+def test_a_network_without_width_is_refused(tmp_path):
+    with pytest.raises(ppo.ConfigError, match="--hidden-size must be positive, got 0"):
+        ppo.train(SCRIPT.args(tmp_path, hidden_size=0))
+
+
 def test_gaussian_log_prob_matches_torch_normal():
     mean, log_std = torch.randn(5, 3), torch.randn(5, 3) * 0.3
     x = torch.randn(5, 3)
