@@ -88,8 +88,7 @@ class Args:
     init_log_std: float = -1.0
     """initial log std of the Gaussian policy (-1: std 0.37; CleanRL starts at 0, std 1)"""
     squash: bool = False
-    """tanh-squash the Gaussian into the action bounds instead of clipping its samples there;
-    the tanh correction of the log-prob depends on the action only, so it cancels in the ratio"""
+    """tanh-squash samples into the action bounds, not clip them (the tanh term cancels in PPO)"""
 
     # Run
     seed: int = 1

@@ -11,7 +11,8 @@ pre-norm blocks (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762), optiona
 gated residuals of GTrXL (Parisotto et al. 2019, https://arxiv.org/abs/1910.06764). Slots of the
 window before the episode start are masked, never filled with the previous episode's frames.
 Each stored step carries its own window (cut from the rollout in one strided view), so
-minibatches may shuffle steps exactly as in ppo_discrete.py.
+minibatches may shuffle steps exactly as in ppo_discrete.py. A window of K steps remembers the
+last K observations of the episode and nothing older.
 
 --mask-velocity hides the velocities from the observation (CartPole-v1: keeps the cart position
 and the pole angle), so that the agent must infer speed from positions over time: a memoryless
@@ -20,10 +21,15 @@ agent (--context-len 1) cannot balance the pole for long.
 Works with any gymnasium environment whose action space is Discrete: CartPole-v1 by default,
 LunarLander-v3, Acrobot-v1, or your own registered as `my_module:MyEnv-v0`.
 
-Reproduce the README's figure, CartPole-v1 with velocities hidden (defaults, 500k steps):
-    python ppo_transformer.py --mask-velocity --seed 1
-Evaluate a saved model:
+Reproduce the README's figure, CartPole-v1 with velocities hidden, 500k steps:
+    python ppo_transformer.py --mask-velocity --total-timesteps 500000 --learning-rate 1e-3 \
+        --target-kl 0.02 --seed 1
+Evaluate a saved model (the games of the evaluation that ended its training):
     python ppo_transformer.py --eval-only runs/<run>/model.pt
+
+Read from the top: the arguments, the environment, the math, the network, the training loop,
+evaluation. The last section, after "Plumbing", is what running a script needs and learning the
+algorithm does not: errors, checkpoint files, run folders, logging, the command line.
 """
 
 import os
@@ -43,43 +49,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    # Experiment
+    # Algorithm
     env_id: str = "CartPole-v1"
-    """gymnasium environment id with a Discrete action space (`module:EnvName-v0` imports `module` first)"""
+    """gymnasium id with a Discrete action space (`module:EnvName-v0` imports `module` first)"""
     total_timesteps: int = 100_000
     """total environment steps to train for, summed over all parallel environments"""
-    seed: int = 1
-    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
-    cuda: bool = False
-    """train on the GPU; stops with an error when no CUDA device is present"""
-    torch_threads: int = 1
-    """torch CPU threads; small networks run fastest with one (measured in the README)"""
-    torch_deterministic: bool = True
-    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
-    track: bool = False
-    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
-    wandb_project_name: str = "reference-rl"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases team or user"""
-    capture_video: bool = False
-    """record videos of the first environment to `{run_dir}/videos`"""
-    save_model: bool = True
-    """write `model.pt` (weights, observation statistics, args) at the end of training"""
-    checkpoint_every: int = 0
-    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
-    resume: Optional[str] = None
-    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
-    eval_only: Optional[str] = None
-    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
-    eval_episodes: int = 10
-    """episodes of the deterministic (greedy) policy played after training (0: skip)"""
-    progress: bool = True
-    """show a progress bar (only when stdout is a terminal)"""
-    runs_dir: str = "runs"
-    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
-
-    # Algorithm
     num_envs: int = 8
     """parallel environments (gymnasium SyncVectorEnv)"""
     num_steps: int = 32
@@ -111,13 +85,11 @@ class Args:
     target_kl: Optional[float] = None
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
     norm_obs: bool = True
-    """normalize observations with running mean and variance (saved with the model); they make the small changes from step to step, from which memory infers speed, visible"""
+    """normalize observations with running mean and variance (saved with the model)"""
     norm_reward: bool = False
     """divide rewards by the running std of the discounted return; logged returns stay raw"""
     mask_velocity: bool = False
-    """hide the velocities from the observations, so that memory is needed: CartPole-v1 keeps cart position and pole angle (also Acrobot-v1, LunarLander-v3, MountainCar-v0)"""
-
-    # Memory
+    """hide the velocities (CartPole, Acrobot, LunarLander, MountainCar): memory must infer them"""
     context_len: int = 16
     """K: each step sees the last K observations of its own episode (1: a memoryless agent)"""
     embed_dim: int = 32
@@ -127,11 +99,41 @@ class Args:
     num_heads: int = 4
     """attention heads per block; embed_dim must divide into them"""
     gated: bool = False
-    """GTrXL's gated residuals (GRU-type gates in place of x + f(x)) instead of plain residual sums"""
+    """GTrXL's gated residuals (GRU-type gates in place of x + f(x))"""
 
-
-class ConfigError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+    # Run
+    seed: int = 1
+    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
+    cuda: bool = False
+    """train on the GPU; stops with an error when no CUDA device is present"""
+    torch_threads: int = 1
+    """torch CPU threads (small networks run fastest with one)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    eval_episodes: int = 10
+    """episodes of the deterministic (greedy) policy played after training (0: skip)"""
+    eval_seed: Optional[int] = None
+    """seed of the first evaluation episode, the next count up (default: seed + 10000)"""
+    save_model: bool = True
+    """write `model.pt` (weights, observation statistics, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
+    capture_video: bool = False
+    """record videos of the first environment to `{run_dir}/videos`"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "reference-rl"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,26 +148,6 @@ VELOCITY_COMPONENTS = {
 }
 
 
-def check_env(env_id: str, mask_velocity: bool = False) -> None:
-    """Build the environment once and refuse, in one line, what this script cannot train."""
-    if mask_velocity and env_id not in VELOCITY_COMPONENTS:
-        raise ConfigError(
-            f"--mask-velocity knows the velocity components of {', '.join(VELOCITY_COMPONENTS)} only, not of {env_id}"
-        )
-    try:
-        env = gym.make(env_id)
-    except gym.error.DependencyNotInstalled as e:
-        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
-    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
-        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
-    action_space = env.action_space
-    env.close()
-    if isinstance(action_space, gym.spaces.Box):
-        raise ConfigError(f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py")
-    if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
-        raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n)")
-
-
 class MaskVelocity(gym.ObservationWrapper):
     """Drop the velocity components of the observation: what is left is a snapshot of positions,
     from which speed can only be inferred by remembering the previous snapshots."""
@@ -173,14 +155,16 @@ class MaskVelocity(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, env_id: str):
         super().__init__(env)
         space = env.observation_space
-        self.keep = np.array([i for i in range(space.shape[0]) if i not in VELOCITY_COMPONENTS[env_id]])
-        self.observation_space = gym.spaces.Box(space.low[self.keep], space.high[self.keep], dtype=space.dtype)
+        velocities = VELOCITY_COMPONENTS[env_id]
+        self.keep = np.array([i for i in range(space.shape[0]) if i not in velocities])
+        low, high = space.low[self.keep], space.high[self.keep]
+        self.observation_space = gym.spaces.Box(low, high, dtype=space.dtype)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         return observation[self.keep]
 
 
-def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_velocity: bool = False):
+def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_velocity=False):
     """Return a thunk that builds one environment; vector envs call it in each slot."""
 
     def thunk():
@@ -201,7 +185,10 @@ def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_ve
 
 def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
     envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, video_dir, args.mask_velocity) for i in range(args.num_envs)],
+        [
+            make_env(args.env_id, i, args.capture_video, video_dir, args.mask_velocity)
+            for i in range(args.num_envs)
+        ],
         # SAME_STEP: a finished env resets inside the step that ended it, so every returned
         # observation is one the agent acts on, and the real last one is in infos["final_obs"].
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
@@ -257,7 +244,8 @@ def value_loss(
     clip_vloss: bool,
 ) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
-    where the clipped prediction stays within clip_coef of the value that collected the data."""
+    where the clipped prediction stays within clip_coef of the value that collected the data.
+    The range clip_coef is in the units of the values: of scaled rewards under --norm-reward."""
     unclipped = (new_values - returns) ** 2
     if not clip_vloss:
         return 0.5 * unclipped.mean()
@@ -266,8 +254,13 @@ def value_loss(
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / (std + 1e-8): advantages of one minibatch on a common scale."""
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
 def approx_kl(ratio: torch.Tensor) -> torch.Tensor:
-    """Estimate of KL(old || new) from probability ratios r = pi_new / pi_old: mean((r - 1) - log r),
+    """Estimate of KL(old || new) from ratios r = pi_new / pi_old: mean((r - 1) - log r),
     unbiased and never negative (http://joschu.net/blog/kl-approx.html)."""
     return ((ratio - 1.0) - ratio.log()).mean()
 
@@ -292,7 +285,10 @@ def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context
     """
     num_steps = history.shape[0] - context_len + 1
     windows = history.unfold(0, context_len, 1).transpose(-1, -2)  # [T, N, K, D]
-    rows = torch.arange(num_steps, device=history.device)[:, None] + torch.arange(context_len, device=history.device)
+    device = history.device
+    rows = torch.arange(num_steps, device=device)[:, None] + torch.arange(
+        context_len, device=device
+    )
     masks = rows[:, None, :] >= episode_starts[:, :, None]
     return windows, masks
 
@@ -308,7 +304,7 @@ def attention_mask(masks: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks
+# The network
 # ---------------------------------------------------------------------------------------------
 class RunningMeanStd(nn.Module):
     """Running mean and variance of observations, merged batch by batch with the parallel
@@ -330,7 +326,8 @@ class RunningMeanStd(nn.Module):
         batch_count = batch.shape[0]
         total = self.count + batch_count
         delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count
+        m2 = m2 + delta**2 * self.count * batch_count / total
         self.mean += delta * batch_count / total
         self.var.copy_(m2 / total)
         self.count.copy_(total)
@@ -349,8 +346,8 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 
 class GatedResidual(nn.Module):
     """GTrXL's GRU-type gate, in place of the residual sum x + y (Parisotto et al. 2019, eq. 5-8):
-        r = sigmoid(W_r y + U_r x),  z = sigmoid(W_z y + U_z x - b_g),  h = tanh(W_g y + U_g (r * x))
-        out = (1 - z) * x + z * h
+        r = sigmoid(W_r y + U_r x),  z = sigmoid(W_z y + U_z x - b_g)
+        h = tanh(W_g y + U_g (r * x)),  out = (1 - z) * x + z * h
     b_g starts at 2, so that z is small and every block starts close to the identity map."""
 
     def __init__(self, dim: int, gate_bias: float = 2.0):
@@ -397,7 +394,9 @@ class Block(nn.Module):
         if last_only:
             q, x, allowed = q[:, -1:], x[:, -1:], allowed[:, -1:]
         heads = (batch, -1, self.num_heads, dim // self.num_heads)
-        q, k, v = (t.reshape(heads).transpose(1, 2) for t in (q, k, v))  # [B, heads, L, dim / heads]
+        q, k, v = (
+            t.reshape(heads).transpose(1, 2) for t in (q, k, v)
+        )  # [B, heads, L, dim / heads]
         # Scaled dot-product attention, softmax(q k^T / sqrt(d) + mask) v: a forbidden slot gets
         # -inf, so its weight is exactly 0 and its observation cannot change the output.
         scores = (q @ k.transpose(-1, -2)) / np.sqrt(k.shape[-1])
@@ -422,7 +421,9 @@ class Agent(nn.Module):
         self.embed = nn.Linear(obs_dim, dim)
         # Learned positions, counted back from the current step: the last slot is always "now".
         self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers))
+        self.blocks = nn.ModuleList(
+            Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers)
+        )
         self.norm = nn.LayerNorm(dim)  # pre-norm blocks leave their output unnormalized
         self.critic = layer_init(nn.Linear(dim, 1), std=1.0)
         # A small last layer starts the policy near uniform.
@@ -447,10 +448,14 @@ class Agent(nn.Module):
             x, weights = block(x, allowed, last_only=i == len(self.blocks) - 1)
         return self.norm(x[:, -1]), weights[:, :, -1]
 
-    def get_value(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def get_value(
+        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         return self.critic(self.encode(windows, masks)[0]).squeeze(-1)
 
-    def sample_action(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def sample_action(
+        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
         Same distribution as Categorical(logits).sample(), without building a distribution
         object at every environment step."""
@@ -458,7 +463,9 @@ class Agent(nn.Module):
         gumbel = -torch.empty_like(logits).exponential_().log()
         return torch.argmax(logits + gumbel, dim=-1)
 
-    def greedy_action(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def greedy_action(
+        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         return torch.argmax(self.actor(self.encode(windows, masks)[0]), dim=-1)
 
     def evaluate_actions(self, windows: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor):
@@ -472,129 +479,26 @@ class Agent(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
-# ---------------------------------------------------------------------------------------------
-def save_atomic(obj: dict, path: str) -> None:
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
-
-
-def load_file(path: str, required_keys: tuple) -> dict:
-    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"no such file: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot read {path}: {reason}") from None
-    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
-    return data
-
-
-def select_device(cuda: bool, torch_threads: int) -> torch.device:
-    if cuda and not torch.cuda.is_available():
-        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
-    if not cuda:
-        torch.set_num_threads(torch_threads)
-    return torch.device("cuda" if cuda else "cpu")
-
-
-def validate(args: Args) -> None:
-    batch_size = args.num_envs * args.num_steps
-    if args.total_timesteps <= 0:
-        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
-    if args.num_envs <= 0 or args.num_steps <= 0 or args.num_minibatches <= 0:
-        raise ConfigError("--num-envs, --num-steps and --num-minibatches must be positive")
-    if batch_size % args.num_minibatches != 0:
-        raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
-        )
-    if args.total_timesteps < batch_size:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
-        )
-    if args.context_len <= 0 or args.num_layers <= 0 or args.num_heads <= 0:
-        raise ConfigError("--context-len, --num-layers and --num-heads must be positive")
-    if args.embed_dim <= 0 or args.embed_dim % args.num_heads != 0:
-        raise ConfigError(f"--embed-dim {args.embed_dim} does not divide into {args.num_heads} attention heads")
-
-
-# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
-        # The checkpoint's settings define the run; only how it is run may change.
-        saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
-        args = saved
-    validate(args)
-    check_env(args.env_id, args.mask_velocity)
+    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder
+    and the model file (the rest of the plumbing is at the end of the file)."""
+    args, checkpoint = args_to_run(args)
     device = select_device(args.cuda, args.torch_threads)
+    run_dir, writer = start_run(args, checkpoint, device)
+    seed_everything(args.seed, args.torch_deterministic)
+
+    envs = make_vector_env(args, os.path.join(run_dir, "videos"))
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    agent = Agent(obs_dim, int(envs.single_action_space.n), args).to(device)
+    # fused: one kernel updates all parameters, measurably faster for small networks.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    global_step, start_iteration = restore(args, checkpoint, agent, optimizer, device)
 
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
-
-    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
-        run_dir = checkpoint["run_dir"]
-    else:
-        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
-    os.makedirs(run_dir, exist_ok=True)
-    print(f"device: {device}, run: {run_dir}")
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=os.path.basename(run_dir),
-            save_code=True,
-        )
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-
-    # Seeding: all randomness of the script comes from torch; the envs have their own seeds.
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-
-    envs = make_vector_env(args, os.path.join(run_dir, "videos"))
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
-    n_actions = int(envs.single_action_space.n)
-
-    agent = Agent(obs_dim, n_actions, args).to(device)
-    # fused: one kernel updates all parameters, measurably faster for small networks.
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-
-    global_step, start_iteration = 0, 1
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step = checkpoint["global_step"]
-        start_iteration = checkpoint["iteration"] + 1
-        torch.set_rng_state(checkpoint["torch_rng_state"])
-        if device.type == "cuda" and "cuda_rng_state" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-        print(f"resumed from {args.resume} at step {global_step}")
 
     # Rollout storage. Observations are stored raw, and the agent normalizes its windows
     # itself: the statistics change only between rollouts, so the update sees exactly what the
@@ -622,14 +526,7 @@ def train(args: Args) -> dict:
     # Each env's current episode begins at the first row of this rollout: nothing carried yet.
     episode_start = torch.full((args.num_envs,), carried, dtype=torch.long, device=device)
     discounted_return = np.zeros(args.num_envs)
-    episodic_returns, episodic_lengths = [], []
-    last_checkpoint_step = global_step
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    start_time, start_step = time.time(), global_step
-
-    progress = make_progress(args.progress)
-    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
-    with progress:
+    with TrainingLog(args, writer, global_step) as log:
         for iteration in range(start_iteration, num_iterations + 1):
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / num_iterations
@@ -638,44 +535,42 @@ def train(args: Args) -> dict:
             # ---- Rollout: only the action is needed per step; values and log-probs of the
             # whole batch are computed afterwards in one pass, with the same weights.
             truncated_slots, truncated_obs = [], []
-            with torch.no_grad():
-                for step in range(args.num_steps):
-                    global_step += args.num_envs
-                    obs[carried + step] = next_obs
-                    episode_starts[step] = episode_start
-                    # This step's window, as episode_windows cuts it for the update below.
-                    window = obs[step : step + context_len].transpose(0, 1)  # [N, K, D]
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                obs[carried + step] = next_obs
+                episode_starts[step] = episode_start
+                # This step's window, as episode_windows cuts it for the update below.
+                window = obs[step : step + context_len].transpose(0, 1)  # [N, K, D]
+                with torch.no_grad():
                     action = agent.sample_action(window, step + slots >= episode_start[:, None])
-                    actions[step] = action
-                    raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                    rewards_np[step] = reward
-                    dones_np[step] = np.logical_or(terminations, truncations)
-                    next_obs = to_obs_tensor(raw_obs)
-                    # Each env's discounted return restarts at its episode end, truncations included.
-                    discounted_return = discounted_return * args.gamma + reward
-                    returns_np[step] = discounted_return
-                    discounted_return[terminations | truncations] = 0.0
+                actions[step] = action
+                raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                rewards_np[step] = reward
+                dones_np[step] = np.logical_or(terminations, truncations)
+                next_obs = to_obs_tensor(raw_obs)
+                # Each env's discounted return restarts at its episode end, truncations included.
+                discounted_return = discounted_return * args.gamma + reward
+                returns_np[step] = discounted_return
+                discounted_return[terminations | truncations] = 0.0
 
-                    # Time-limit truncation is not failure: remember the real last observation,
-                    # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
-                    for env_idx in np.flatnonzero(truncations & ~terminations):
-                        truncated_slots.append((step, env_idx, episode_start[env_idx].item()))
-                        truncated_obs.append(infos["final_obs"][env_idx])
-                    # An env that finished starts its next episode at the next row.
-                    episode_start[torch.as_tensor(dones_np[step] > 0, device=device)] = carried + step + 1
+                # Time-limit truncation is not failure: remember the real last observation,
+                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+                for env_idx in np.flatnonzero(truncations & ~terminations):
+                    truncated_slots.append((step, env_idx, episode_start[env_idx].item()))
+                    truncated_obs.append(infos["final_obs"][env_idx])
+                # An env that finished starts its next episode at the next row.
+                ended = torch.as_tensor(dones_np[step] > 0, device=device)
+                episode_start[ended] = carried + step + 1
+                log.episodes(infos, global_step)
 
-                    if "episode" in infos:
-                        for env_idx in np.flatnonzero(infos["_episode"]):
-                            episodic_returns.append(float(infos["episode"]["r"][env_idx]))
-                            episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
-                            writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
-                            writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
-
+            # ---- Advantages, with every value from the weights that acted.
+            with torch.no_grad():
                 if agent.return_rms is not None:
                     # Scale rewards by the std of the discounted return, not of the reward, as
                     # the original PPO code does; the statistics include this rollout's returns.
                     agent.return_rms.update(torch.as_tensor(returns_np.reshape(-1), device=device))
-                    rewards_np[:] = np.clip(rewards_np / np.sqrt(agent.return_rms.var.item() + 1e-8), -10, 10)
+                    scale = np.sqrt(agent.return_rms.var.item() + 1e-8)
+                    rewards_np[:] = np.clip(rewards_np / scale, -10, 10)
                 rewards = torch.as_tensor(rewards_np, device=device).clone()
                 dones = torch.as_tensor(dones_np, device=device)
                 # Each step's window and mask, copied once per rollout into one contiguous batch
@@ -684,22 +579,33 @@ def train(args: Args) -> dict:
                 b_windows = windows.reshape(-1, context_len, obs_dim).contiguous()
                 b_masks = masks.reshape(-1, context_len)
                 b_actions = actions.reshape(-1)
-                b_logprobs, _, b_values, b_attention = agent.evaluate_actions(b_windows, b_masks, b_actions)
+                b_logprobs, _, b_values, b_attention = agent.evaluate_actions(
+                    b_windows, b_masks, b_actions
+                )
                 values = b_values.reshape(args.num_steps, args.num_envs)
                 if truncated_obs:
+                    # Added after the scaling above: V estimates the return of scaled rewards, so
+                    # gamma * V(final_obs) is already in the units of the scaled reward it joins.
                     # The window of a final observation: the K - 1 rows before it, of its episode.
-                    final_windows = torch.stack(
-                        [torch.cat([obs[step + 1 : step + context_len, env_idx], to_obs_tensor(final)])
-                         for (step, env_idx, _), final in zip(truncated_slots, truncated_obs)]
-                    )  # fmt: skip
-                    final_masks = torch.stack([step + 1 + slots >= start for step, _, start in truncated_slots])
+                    final_windows = torch.stack([
+                        torch.cat([obs[step + 1 : step + context_len, i], to_obs_tensor(final)])
+                        for (step, i, _), final in zip(truncated_slots, truncated_obs)
+                    ])  # fmt: skip
+                    final_masks = torch.stack(
+                        [step + 1 + slots >= start for step, _, start in truncated_slots]
+                    )
                     final_values = agent.get_value(final_windows, final_masks)
                     for (step, env_idx, _), final_value in zip(truncated_slots, final_values):
                         rewards[step, env_idx] += args.gamma * final_value
-                next_windows = obs[args.num_steps :].transpose(0, 1)  # the K - 1 last rows, then next_obs
-                next_windows = torch.cat([next_windows, next_obs.unsqueeze(1)], dim=1)
-                next_value = agent.get_value(next_windows, args.num_steps + slots >= episode_start[:, None])
-                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+                # The K - 1 last rows, then next_obs.
+                next_windows = torch.cat(
+                    [obs[args.num_steps :].transpose(0, 1), next_obs[:, None]], 1
+                )
+                next_masks = args.num_steps + slots >= episode_start[:, None]
+                next_value = agent.get_value(next_windows, next_masks)
+                advantages = compute_gae(
+                    rewards, values, dones, next_value, args.gamma, args.gae_lambda
+                )
                 returns = advantages + values
 
                 # Observation statistics: updated once per rollout, after its advantages, so that
@@ -715,7 +621,7 @@ def train(args: Args) -> dict:
             b_returns = returns.reshape(-1)
 
             # ---- Update: several epochs of minibatch steps on the clipped objective.
-            ratios = []  # of every minibatch, for the diagnostics below
+            ratios = []  # of every minibatch, for the diagnostics
             for epoch in range(args.update_epochs):
                 permutation = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
@@ -725,15 +631,16 @@ def train(args: Args) -> dict:
                     )
                     logratio = new_logprob - b_logprobs[mb]
                     ratio = logratio.exp()
-
                     ratios.append(ratio.detach())
 
                     mb_advantages = b_advantages[mb]
                     if args.norm_adv:
-                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                        mb_advantages = normalize(mb_advantages)
 
                     pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
-                    v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss)
+                    v_loss = value_loss(
+                        new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss
+                    )
                     entropy_loss = entropy.mean()
                     loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
 
@@ -745,106 +652,19 @@ def train(args: Args) -> dict:
                 if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
                     break
 
-            # ---- Logging, once per update.
-            sps = int((global_step - start_step) / (time.time() - start_time))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/advantage_mean", b_advantages.mean().item(), global_step)
-            writer.add_scalar("charts/advantage_std", b_advantages.std().item(), global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-            # KL and clip fraction of the last minibatch (as CleanRL logs them) and over the update.
-            all_ratios = torch.cat(ratios)
-            writer.add_scalar("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
-            writer.add_scalar(
-                "losses/clipfrac", ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(), global_step
-            )
-            writer.add_scalar("losses/explained_variance", explained_variance(b_values, b_returns), global_step)
-            writer.add_scalar("losses/grad_norm", grad_norm.item(), global_step)
-            writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
             # Where the current step looks, in the last block, averaged over heads and the batch:
             # entropy of its attention (0: one slot; log K: spread evenly over a full window) and
             # the weight it gives to its own observation (1: the memory goes unused).
-            attention_entropy = -(b_attention * b_attention.clamp_min(1e-12).log()).sum(-1)
-            writer.add_scalar("charts/attention_entropy", attention_entropy.mean().item(), global_step)
-            writer.add_scalar("charts/attention_on_current_step", b_attention[..., -1].mean().item(), global_step)
-            recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
-            progress.update(task, completed=global_step, sps=sps, ret=recent)
-
-            if args.checkpoint_every > 0 and (
-                global_step - last_checkpoint_step >= args.checkpoint_every or iteration == num_iterations
-            ):
-                last_checkpoint_step = global_step
-                state = {
-                    "model": agent.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "args": asdict(args),
-                    "global_step": global_step,
-                    "iteration": iteration,
-                    "run_dir": run_dir,
-                    "torch_rng_state": torch.get_rng_state(),
-                }
-                if device.type == "cuda":
-                    state["cuda_rng_state"] = torch.cuda.get_rng_state()
-                save_atomic(state, checkpoint_path)
+            attention_entropy = -(b_attention * b_attention.clamp_min(1e-12).log()).sum(-1).mean()
+            losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
+            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
+                       b_advantages, attention_entropy=attention_entropy,
+                       attention_on_current_step=b_attention[..., -1].mean())  # fmt: skip
+            if log.checkpoint_due(global_step, iteration == num_iterations):
+                save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
 
     envs.close()
-    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
-
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
-
-    eval_returns = []
-    if args.eval_episodes > 0:
-        eval_returns = play(
-            agent,
-            args.env_id,
-            args.eval_episodes,
-            args.seed + 10_000,
-            device,
-            args.capture_video,
-            os.path.join(run_dir, "videos-eval"),
-            args.mask_velocity,
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print(
-            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
-        )
-    print(
-        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
-    )
-    writer.close()
-    if args.track:
-        wandb.finish()
-    return {
-        "global_step": global_step,
-        "episodic_returns": episodic_returns,
-        "episodic_lengths": episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
-        "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-    }
-
-
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
+    return finish_run(args, agent, run_dir, writer, log, global_step, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,25 +679,247 @@ def play(
     device: torch.device,
     capture_video: bool = False,
     video_dir: str = "videos",
+    progress: bool = False,
     mask_velocity: bool = False,
 ) -> list:
-    """Run the greedy policy for whole episodes; the observation statistics stay frozen. The
-    window is the episode's last K observations; shorter at the episode start, so no mask."""
+    """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up;
+    the observation statistics stay frozen. The window is the episode's last K observations;
+    shorter at the episode start, so no mask."""
     env = make_env(env_id, 0, capture_video, video_dir, mask_velocity)()
     returns = []
-    for episode in range(episodes):
-        raw_obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        episode_obs = []
-        while not done:
-            episode_obs.append(torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(-1))
-            window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <= K, D]
-            raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(window)))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
+    with EvalProgress(progress, episodes) as shown:
+        for episode in range(episodes):
+            raw_obs, _ = env.reset(seed=seed + episode)
+            done, total = False, 0.0
+            episode_obs = []
+            while not done:
+                raw = torch.as_tensor(raw_obs, dtype=torch.float32, device=device)
+                episode_obs.append(raw.reshape(-1))
+                window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <=K, D]
+                raw_obs, reward, terminated, truncated, _ = env.step(
+                    int(agent.greedy_action(window))
+                )
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+            shown.advance(total)
     env.close()
     return returns
+
+
+def evaluate(
+    model_path: str,
+    env_id: Optional[str] = None,
+    episodes: int = 10,
+    seed: Optional[int] = None,
+    cuda: bool = False,
+    capture_video: bool = False,
+    progress: bool = False,
+) -> list:
+    """Load a model.pt and return the episodic returns of its greedy policy. The default seed is
+    that of the evaluation at the end of its training, so that the same games are played."""
+    agent, saved, env_id, device = load_agent(model_path, env_id, cuda)
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    seed = first_eval_seed(saved) if seed is None else seed
+    return play(
+        agent,
+        env_id,
+        episodes,
+        seed,
+        device,
+        capture_video,
+        video_dir,
+        progress,
+        saved.mask_velocity,
+    )
+
+
+# =============================================================================================
+# Plumbing: what running the script needs and learning the algorithm does not. A reader of
+# the algorithm may stop here.
+# =============================================================================================
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def validate(args: Args) -> None:
+    """Refuse, in one line, the settings that cannot mean anything."""
+    for name in ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                 "clip_coef", "max_grad_norm", "context_len", "embed_dim", "num_layers",
+                 "num_heads", "torch_threads"]:  # fmt: skip
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+    for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
+    for name in ["gamma", "gae_lambda"]:
+        if not 0 <= getattr(args, name) <= 1:
+            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
+    if args.target_kl is not None and not args.target_kl > 0:
+        raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        raise ConfigError(
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into "
+            f"{args.num_minibatches} minibatches"
+        )
+    if args.total_timesteps < batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one batch "
+            f"(num_envs * num_steps = {batch_size})"
+        )
+    if args.embed_dim % args.num_heads != 0:
+        raise ConfigError(
+            f"--embed-dim {args.embed_dim} does not divide into {args.num_heads} attention heads"
+        )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_env(env_id: str, mask_velocity: bool = False) -> None:
+    """Build the environment once and refuse, in one line, what this script cannot train."""
+    if mask_velocity and env_id not in VELOCITY_COMPONENTS:
+        known = ", ".join(VELOCITY_COMPONENTS)
+        raise ConfigError(
+            f"--mask-velocity knows the velocity components of {known} only, not of {env_id}"
+        )
+    try:
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
+    action_space, observation_space = env.action_space, env.observation_space
+    env.close()
+    if isinstance(action_space, gym.spaces.Box):
+        raise ConfigError(
+            f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py"
+        )
+    if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
+        raise ConfigError(
+            f"{env_id} has action space {action_space}; this script needs Discrete(n)"
+        )
+    part = unflattenable_part(observation_space)
+    if part is not None:
+        raise ConfigError(
+            f"{env_id}: the observation part {part} cannot be flattened into a vector; "
+            "wrap the env in a gymnasium ObservationWrapper that encodes it as a Box, or drops it"
+        )
+
+
+def unflattenable_part(space: gym.Space, path: str = "observation") -> Optional[str]:
+    """Where in a (nested) Dict or Tuple space a part lies that gymnasium cannot flatten into a
+    fixed-size vector (Text, Graph, Sequence, ...), as `observation['key'][0] (Text(...))`."""
+    if isinstance(space, gym.spaces.Dict):
+        parts = [(f"{path}[{key!r}]", sub) for key, sub in space.spaces.items()]
+    elif isinstance(space, gym.spaces.Tuple):
+        parts = [(f"{path}[{i}]", sub) for i, sub in enumerate(space.spaces)]
+    else:
+        try:
+            gym.spaces.flatdim(space)
+            return None
+        except (NotImplementedError, ValueError, TypeError):
+            return f"{path} ({space})"
+    for sub_path, sub in parts:
+        found = unflattenable_part(sub, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def select_device(cuda: bool, torch_threads: int) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    """All randomness of the script comes from torch; the envs have their own seeds."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = torch_deterministic
+
+
+def first_eval_seed(args: Args) -> int:
+    """Evaluation plays games the training never saw."""
+    return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
+
+
+# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
+def save_atomic(obj: dict, path: str) -> None:
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+def load_file(path: str, required_keys: tuple) -> dict:
+    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such file: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read {path}: {reason}") from None
+    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    return data
+
+
+def args_to_run(args: Args) -> tuple:
+    """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
+    how it is run (device, progress, W&B) may change. Returns (args, checkpoint or None)."""
+    checkpoint = None
+    if args.resume is not None:
+        required = ("model", "optimizer", "args", "global_step", "iteration")
+        checkpoint = load_file(args.resume, required)
+        saved = Args(**checkpoint["args"])
+        saved.resume, saved.cuda, saved.progress, saved.track = (
+            args.resume, args.cuda, args.progress, args.track
+        )  # fmt: skip
+        args = saved
+    validate(args)
+    check_env(args.env_id, args.mask_velocity)
+    return args, checkpoint
+
+
+def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, device) -> tuple:
+    """Load a checkpoint's weights, optimizer and random state; returns (global_step, first
+    iteration), which are (0, 1) for a new run."""
+    if checkpoint is None:
+        return 0, 1
+    agent.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["torch_rng_state"])
+    if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+    print(f"resumed from {args.resume} at step {checkpoint['global_step']}")
+    return checkpoint["global_step"], checkpoint["iteration"] + 1
+
+
+def save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device) -> None:
+    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped."""
+    state = {
+        "model": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "args": asdict(args),
+        "global_step": global_step,
+        "iteration": iteration,
+        "run_dir": run_dir,
+        "torch_rng_state": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda_rng_state"] = torch.cuda.get_rng_state()
+    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
@@ -900,32 +942,227 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     return agent, saved, env_id, device
 
 
-def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: int = 0,
-    cuda: bool = False,
-    capture_video: bool = False,
-) -> list:
-    """Load a model.pt and return the episodic returns of its greedy policy."""
-    agent, saved, env_id, device = load_agent(model_path, env_id, cuda)
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
-    return play(agent, env_id, episodes, seed, device, capture_video, video_dir, saved.mask_velocity)
+# ---- Run folder, TensorBoard, W&B, progress
+def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
+    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
+    the same scalars to W&B with --track. Returns (run_dir, writer)."""
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        env_name = args.env_id.replace("/", "-").replace(":", "-")
+        script = os.path.basename(__file__)[:-3]
+        run_dir = os.path.join(
+            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"device: {device}, run: {run_dir}")
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return run_dir, writer
 
 
-if __name__ == "__main__":
+class TrainingLog:
+    """The episodes' returns, the diagnostics of every update (TensorBoard, CleanRL's names),
+    the progress bar, and when a checkpoint is due."""
+
+    def __init__(self, args: Args, writer: SummaryWriter, global_step: int):
+        self.args, self.writer = args, writer
+        self.episodic_returns, self.episodic_lengths = [], []
+        self.start_time, self.start_step = time.time(), global_step
+        self.last_checkpoint_step = global_step
+        self.progress = make_progress(args.progress)
+        self.task = self.progress.add_task(
+            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
+        )
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def episodes(self, infos: dict, global_step: int) -> None:
+        """Log the episodes that ended at this step, as RecordEpisodeStatistics saw them."""
+        if "episode" not in infos:
+            return
+        for env_idx in np.flatnonzero(infos["_episode"]):
+            self.episodic_returns.append(float(infos["episode"]["r"][env_idx]))
+            self.episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
+            self.writer.add_scalar("charts/episodic_return", self.episodic_returns[-1], global_step)
+            self.writer.add_scalar("charts/episodic_length", self.episodic_lengths[-1], global_step)
+
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def recent_return(self) -> float:
+        returns = self.episodic_returns[-20:]
+        return float(np.mean(returns)) if returns else float("nan")
+
+    def update(
+        self,
+        global_step,
+        optimizer,
+        losses,
+        ratios,
+        grad_norm,
+        values,
+        returns,
+        advantages,
+        **charts,
+    ) -> None:
+        """What diagnosing PPO needs, once per update: the losses of the last minibatch, KL and
+        clip fraction (of the last minibatch, as CleanRL logs them, and over the update), and
+        the script's own `charts`."""
+        add = self.writer.add_scalar
+        sps = self.sps(global_step)
+        add("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        add("charts/SPS", sps, global_step)
+        add("charts/advantage_mean", advantages.mean().item(), global_step)
+        add("charts/advantage_std", advantages.std().item(), global_step)
+        for name, value in losses.items():
+            add(f"losses/{name}", value.item(), global_step)
+        all_ratios = torch.cat(ratios)
+        add("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
+        add("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
+        clipfrac = ((all_ratios - 1.0).abs() > self.args.clip_coef).float().mean()
+        add("losses/clipfrac", clipfrac.item(), global_step)
+        add("losses/explained_variance", explained_variance(values, returns), global_step)
+        add("losses/grad_norm", grad_norm.item(), global_step)
+        for name, value in charts.items():
+            add(f"charts/{name}", value.item(), global_step)
+        self.writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+        self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
+
+    def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
+        every = self.args.checkpoint_every
+        if every > 0 and (global_step - self.last_checkpoint_step >= every or last_iteration):
+            self.last_checkpoint_step = global_step
+            return True
+        return False
+
+
+def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
+    """Save model.pt, evaluate the greedy policy, and close the logs. Returns what `train`
+    returns."""
+    sps = log.sps(global_step)
+    model_path = None
+    if args.save_model:
+        model_path = os.path.join(run_dir, "model.pt")
+        model = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}
+        save_atomic(model, model_path)
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval")
+        eval_returns = play(agent, args.env_id, args.eval_episodes, first_eval_seed(args), device,
+                            args.capture_video, video_dir, args.progress,
+                            args.mask_velocity)  # fmt: skip
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print_eval(eval_returns, "greedy episodes")
+    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}")
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    return {
+        "global_step": global_step,
+        "episodic_returns": log.episodic_returns,
+        "episodic_lengths": log.episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+    }
+
+
+def print_eval(returns: list, what: str) -> None:
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+class EvalProgress:
+    """A progress bar over evaluation episodes, with the mean return so far."""
+
+    def __init__(self, enabled: bool, episodes: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.returns = []
+        self.progress = Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("mean return {task.fields[ret]:.1f}"),
+            disable=not (enabled and sys.stdout.isatty()),
+        )
+        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def advance(self, episode_return: float) -> None:
+        self.returns.append(episode_return)
+        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+def main() -> None:
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
+    printed as one line with exit code 2."""
     cli_args = tyro.cli(Args)
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
-            )
-            print(
-                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
-            )
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
+                cli_args.cuda, cli_args.capture_video, cli_args.progress,
+            )  # fmt: skip
+            print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)
     except ConfigError as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,8 +17,12 @@ Reproduce the README's Pendulum-v1 figure (defaults, 20k steps):
     python sac.py --seed 1
 HalfCheetah-v4 as CleanRL runs it (1M steps, best on a GPU):
     python sac.py --env-id HalfCheetah-v4 --total-timesteps 1000000 --cuda
-Evaluate a saved model:
+Evaluate a saved model (the games of the evaluation that ended its training):
     python sac.py --eval-only runs/<run>/model.pt
+
+Read from the top: the arguments, the environment, the math, the networks, the training loop,
+evaluation. The last section, after "Plumbing", is what running a script needs and learning the
+algorithm does not: errors, checkpoint files, run folders, logging, the command line.
 """
 
 import math
@@ -41,63 +45,29 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    # Experiment
+    # Algorithm
     env_id: str = "Pendulum-v1"
-    """gymnasium environment id with a bounded Box action space (`module:EnvName-v0` imports `module` first)"""
+    """gymnasium id with a bounded Box action space (`module:EnvName-v0` imports `module` first)"""
     total_timesteps: int = 20_000
     """total environment steps to train for, summed over all parallel environments"""
-    seed: int = 1
-    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
-    cuda: bool = False
-    """train on the GPU; stops with an error when no CUDA device is present"""
-    torch_threads: int = 1
-    """torch CPU threads; one by default: on 2 cores shared with another run, two gave 3 updates/s against 50"""
-    torch_deterministic: bool = True
-    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
-    track: bool = False
-    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
-    wandb_project_name: str = "reference-rl"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases team or user"""
-    capture_video: bool = False
-    """record videos of the first environment to `{run_dir}/videos`"""
-    save_model: bool = True
-    """write `model.pt` (actor weights and action bounds, args) at the end of training"""
-    checkpoint_every: int = 0
-    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
-    checkpoint_buffer: bool = False
-    """store the replay buffer in `checkpoint.pt` too (HalfCheetah at 1M transitions: 168 MB); without it a resumed run starts from an empty buffer and refills it with `learning_starts` steps of the current policy before it updates again"""
-    resume: Optional[str] = None
-    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizers, step and RNG"""
-    eval_only: Optional[str] = None
-    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
-    eval_episodes: int = 10
-    """episodes of the deterministic policy (tanh of the mean action) played after training (0: skip)"""
-    progress: bool = True
-    """show a progress bar (only when stdout is a terminal)"""
-    runs_dir: str = "runs"
-    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
-
-    # Algorithm
     num_envs: int = 1
-    """parallel environments (gymnasium SyncVectorEnv); each vector step stores num_envs transitions and takes one gradient update, as in CleanRL"""
+    """parallel environments (SyncVectorEnv); one gradient update per vector step, as in CleanRL"""
     buffer_size: int = 1_000_000
-    """replay buffer capacity in transitions, each 2 * obs + action + 2 float32 values: HalfCheetah (obs 17, action 6) takes 42 * 4 = 168 bytes a transition, 168 MB for 1M, paged in as the buffer fills"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """Polyak coefficient of the target Q networks: target <- (1 - tau) * target + tau * online"""
-    batch_size: int = 256
-    """transitions per gradient update, drawn uniformly (with replacement) from the replay buffer"""
+    """replay buffer capacity in transitions of (2 * obs + action + 2) float32 values each"""
     learning_starts: int = 5_000
     """environment steps of uniformly random actions before the first update"""
+    batch_size: int = 256
+    """transitions per gradient update, drawn uniformly (with replacement) from the replay buffer"""
     policy_lr: float = 3e-4
     """Adam learning rate of the actor"""
     q_lr: float = 1e-3
     """Adam learning rate of the Q networks and of the temperature"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """Polyak coefficient of the target Q networks: target <- (1 - tau) * target + tau * online"""
     policy_frequency: int = 2
-    """update the actor (and temperature) every this many Q updates, this many times in a row (TD3's delay)"""
+    """update the actor and temperature every this many Q updates, as many times (TD3's delay)"""
     target_network_frequency: int = 1
     """Polyak-update the target Q networks every this many Q updates"""
     alpha: float = 0.2
@@ -107,32 +77,46 @@ class Args:
     hidden_size: int = 256
     """width of the two hidden layers of the actor and of each Q network"""
 
-
-class ConfigError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+    # Run
+    seed: int = 1
+    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
+    cuda: bool = False
+    """train on the GPU; stops with an error when no CUDA device is present"""
+    torch_threads: int = 1
+    """torch CPU threads (small networks run fastest with one)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    eval_episodes: int = 10
+    """episodes of the deterministic policy (tanh of the mean) played after training (0: skip)"""
+    eval_seed: Optional[int] = None
+    """seed of the first evaluation episode, the next count up (default: seed + 10000)"""
+    save_model: bool = True
+    """write `model.pt` (actor weights and action bounds, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
+    checkpoint_buffer: bool = False
+    """store the replay buffer too; without it, a resume refills it for `learning_starts` steps"""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizers, step and RNG"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
+    capture_video: bool = False
+    """record videos of the first environment to `{run_dir}/videos`"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "reference-rl"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
 
 
 # ---------------------------------------------------------------------------------------------
 # Environment
 # ---------------------------------------------------------------------------------------------
-def check_env(env_id: str) -> None:
-    """Build the environment once and refuse, in one line, what this script cannot train."""
-    try:
-        env = gym.make(env_id)
-    except gym.error.DependencyNotInstalled as e:
-        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
-    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
-        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
-    action_space = env.action_space
-    env.close()
-    if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-        raise ConfigError(f"{env_id} has a discrete action space; use ppo_discrete.py")
-    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ConfigError(f"{env_id} has action space {action_space}; this script needs a Box of shape (n,)")
-    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise ConfigError(f"{env_id} has unbounded actions {action_space}; SAC squashes actions into finite bounds")
-
-
 def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
     """Return a thunk that builds one environment; vector envs call it in each slot."""
 
@@ -198,7 +182,9 @@ def soft_q_target(
 
 
 @torch.no_grad()
-def polyak_update(params: Iterable[torch.Tensor], target_params: Iterable[torch.Tensor], tau: float) -> None:
+def polyak_update(
+    params: Iterable[torch.Tensor], target_params: Iterable[torch.Tensor], tau: float
+) -> None:
     """In place: target <- (1 - tau) * target + tau * online, parameter by parameter."""
     for param, target_param in zip(params, target_params, strict=True):
         target_param.lerp_(param, tau)
@@ -234,34 +220,42 @@ class ReplayBuffer:
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple:
         """(obs, actions, rewards, next_obs, terminations) of batch_size random transitions."""
         idx = rng.integers(0, self.size, batch_size)
-        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminations[idx]
+        arrays = (self.obs, self.actions, self.rewards, self.next_obs, self.terminations)
+        return tuple(array[idx] for array in arrays)
 
     def state_dict(self) -> dict:
         """The filled part as tensors, so that a checkpoint loads with weights_only=True."""
         n = self.size
         arrays = ("obs", "next_obs", "actions", "rewards", "terminations")
-        return {"pos": self.pos, "size": n, **{k: torch.from_numpy(getattr(self, k)[:n]) for k in arrays}}
+        tensors = {k: torch.from_numpy(getattr(self, k)[:n]) for k in arrays}
+        return {"pos": self.pos, "size": n, **tensors}
 
     def load_state_dict(self, state: dict) -> None:
         n = state["size"]
         if n > self.capacity:
-            raise ConfigError(f"the checkpoint's buffer holds {n} transitions, more than --buffer-size {self.capacity}")
+            raise ConfigError(
+                f"the checkpoint's buffer holds {n} transitions, more than --buffer-size "
+                f"{self.capacity}"
+            )
         for k in ("obs", "next_obs", "actions", "rewards", "terminations"):
             getattr(self, k)[:n] = state[k].numpy()
         self.pos, self.size = state["pos"], n
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks
+# The networks
 # ---------------------------------------------------------------------------------------------
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 class Actor(nn.Module):
-    """Gaussian policy squashed by tanh: u ~ N(mean(s), std(s)), a = tanh(u) * scale + bias, where
-    scale and bias map [-1, 1] onto the env's action bounds (buffers, saved with the weights)."""
+    """Gaussian policy squashed by tanh: u ~ N(mean(s), std(s)), a = tanh(u) * scale + bias,
+    where scale and bias map [-1, 1] onto the env's action bounds (buffers, saved with the
+    weights)."""
 
-    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden_size: int):
+    def __init__(
+        self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden_size: int
+    ):
         super().__init__()
         act_dim = len(action_low)
         self.trunk = nn.Sequential(
@@ -272,12 +266,14 @@ class Actor(nn.Module):
         )
         self.fc_mean = nn.Linear(hidden_size, act_dim)
         self.fc_logstd = nn.Linear(hidden_size, act_dim)
-        low, high = torch.as_tensor(action_low, dtype=torch.float32), torch.as_tensor(action_high, dtype=torch.float32)
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
         self.register_buffer("action_scale", (high - low) / 2.0)
         self.register_buffer("action_bias", (high + low) / 2.0)
 
     def forward(self, obs: torch.Tensor):
-        """Mean and log standard deviation of u; log_std is squashed smoothly into [LOG_STD_MIN, LOG_STD_MAX]."""
+        """Mean and log standard deviation of u; log_std is squashed smoothly into
+        [LOG_STD_MIN, LOG_STD_MAX]."""
         h = self.trunk(obs)
         log_std = torch.tanh(self.fc_logstd(h))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1.0)
@@ -315,115 +311,16 @@ class SoftQNetwork(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
-# ---------------------------------------------------------------------------------------------
-def save_atomic(obj: dict, path: str) -> None:
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
-
-
-def load_file(path: str, required_keys: tuple) -> dict:
-    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"no such file: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot read {path}: {reason}") from None
-    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
-    return data
-
-
-def select_device(cuda: bool, torch_threads: int) -> torch.device:
-    if cuda and not torch.cuda.is_available():
-        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
-    if not cuda:
-        torch.set_num_threads(torch_threads)
-    return torch.device("cuda" if cuda else "cpu")
-
-
-def validate(args: Args) -> None:
-    if args.total_timesteps <= 0:
-        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
-    if args.num_envs <= 0 or args.batch_size <= 0 or args.policy_frequency <= 0 or args.target_network_frequency <= 0:
-        raise ConfigError(
-            "--num-envs, --batch-size, --policy-frequency and --target-network-frequency must be positive"
-        )
-    if args.buffer_size < args.num_envs:
-        raise ConfigError(f"--buffer-size {args.buffer_size} cannot hold one step of {args.num_envs} envs")
-    if not 0.0 < args.tau <= 1.0:
-        raise ConfigError(f"--tau must be in (0, 1], got {args.tau}")
-    if args.total_timesteps < args.num_envs:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one step of all envs (num_envs = {args.num_envs})"
-        )
-    if args.learning_starts < 0 or args.learning_starts >= args.total_timesteps:
-        raise ConfigError(
-            f"--learning-starts {args.learning_starts} must be in [0, --total-timesteps {args.total_timesteps}): "
-            "otherwise no update ever happens"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_file(
-            args.resume,
-            ("actor", "qf1", "qf2", "qf1_target", "qf2_target", "actor_optimizer", "q_optimizer", "args",
-             "global_step", "iteration", "num_updates"),
-        )  # fmt: skip
-        # The checkpoint's settings define the run; only how it is run may change.
-        saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
-        args = saved
-    validate(args)
-    check_env(args.env_id)
+    """Train with SAC; returns the step count, the episodes' returns, steps/s, updates/s, the run
+    folder and the model file (the rest of the plumbing is at the end of the file)."""
+    args, checkpoint = args_to_run(args)
     device = select_device(args.cuda, args.torch_threads)
-
-    num_iterations = args.total_timesteps // args.num_envs
-
-    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
-        run_dir = checkpoint["run_dir"]
-    else:
-        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__sac__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
-    os.makedirs(run_dir, exist_ok=True)
-    print(f"device: {device}, run: {run_dir}")
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=os.path.basename(run_dir),
-            save_code=True,
-        )
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-
-    # Seeding: torch draws the policy's noise, numpy's generator the random actions and the
-    # replay minibatches; the envs have their own seeds.
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    run_dir, writer = start_run(args, checkpoint, device)
+    seed_everything(args.seed, args.torch_deterministic)
+    # torch draws the policy's noise; this generator the random actions and the minibatches.
     rng = np.random.default_rng(args.seed)
 
     envs = make_vector_env(args, os.path.join(run_dir, "videos"))
@@ -450,56 +347,34 @@ def train(args: Args) -> dict:
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, fused=True)
 
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
-    global_step, start_iteration, num_updates = 0, 1, 0
-    if checkpoint is not None:
-        for name, module in [("actor", actor), ("qf1", qf1), ("qf2", qf2), ("qf1_target", qf1_target),
-                             ("qf2_target", qf2_target)]:  # fmt: skip
-            module.load_state_dict(checkpoint[name])
-        q_optimizer.load_state_dict(checkpoint["q_optimizer"])
-        actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
-        if "log_alpha" in checkpoint:
-            with torch.no_grad():
-                log_alpha.copy_(checkpoint["log_alpha"])
-            alpha_optimizer.load_state_dict(checkpoint["alpha_optimizer"])
-        if "buffer" in checkpoint:
-            buffer.load_state_dict(checkpoint["buffer"])
-        global_step = checkpoint["global_step"]
-        start_iteration = checkpoint["iteration"] + 1
-        num_updates = checkpoint["num_updates"]
-        torch.set_rng_state(checkpoint["torch_rng_state"])
-        if device.type == "cuda" and "cuda_rng_state" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-        rng.bit_generator.state = checkpoint["numpy_rng_state"]
-        print(f"resumed from {args.resume} at step {global_step}, replay buffer of {buffer.size} transitions")
+    # What checkpoint.pt holds besides log_alpha, the buffer and the random states, by name.
+    parts = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
+             "qf2_target": qf2_target, "actor_optimizer": actor_optimizer,
+             "q_optimizer": q_optimizer, "alpha_optimizer": alpha_optimizer}  # fmt: skip
+    global_step, start_iteration, num_updates = restore(
+        args, checkpoint, parts, log_alpha, buffer, rng, device
+    )
     alpha = log_alpha.detach().exp() if args.autotune else torch.tensor(args.alpha, device=device)
     # Updates start after learning_starts steps; a resumed run whose buffer was not saved first
     # refills it with learning_starts steps (of the current policy, when past the random phase).
-    updates_start = (
-        args.learning_starts if buffer.size > 0 or checkpoint is None else global_step + args.learning_starts
-    )
+    resumed_empty = checkpoint is not None and buffer.size == 0
+    updates_start = global_step + args.learning_starts if resumed_empty else args.learning_starts
+    num_iterations = args.total_timesteps // args.num_envs
 
-    def to_tensors(*arrays):
-        return [torch.as_tensor(x, dtype=torch.float32, device=device) for x in arrays]
+    def to_tensor(x) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=device)
 
     # A resumed run starts fresh episodes, seeded differently from the first start.
     obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
-    episodic_returns, episodic_lengths = [], []
-    last_checkpoint_step = global_step
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    start_time, start_step = time.time(), global_step
-    updates_start_time, first_update = None, num_updates
-    updates_per_second = 0.0
-
-    progress = make_progress(args.progress)
-    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
-    with progress:
+    with TrainingLog(args, writer, global_step, num_updates) as log:
         for iteration in range(start_iteration, num_iterations + 1):
             # ---- Act: uniformly random actions first, then samples of the policy.
             if global_step < args.learning_starts:
-                actions = rng.uniform(action_low, action_high, size=(args.num_envs, act_dim)).astype(np.float32)
+                actions = rng.uniform(action_low, action_high, size=(args.num_envs, act_dim))
+                actions = actions.astype(np.float32)
             else:
                 with torch.no_grad():
-                    actions, _ = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                    actions, _ = actor.get_action(to_tensor(obs))
                 actions = actions.cpu().numpy()
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step += args.num_envs
@@ -512,22 +387,14 @@ def train(args: Args) -> dict:
                 real_next_obs[env_idx] = infos["final_obs"][env_idx]
             buffer.add(obs, real_next_obs, actions, rewards, terminations)
             obs = next_obs
+            log.episodes(infos, global_step)
 
-            if "episode" in infos:
-                for env_idx in np.flatnonzero(infos["_episode"]):
-                    episodic_returns.append(float(infos["episode"]["r"][env_idx]))
-                    episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
-                    writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
-                    writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
-
-            # ---- Update: one gradient step of both Q networks per vector step.
+            # ---- Update: one gradient step of both Q networks per vector step, on the soft
+            # Bellman target y = r + gamma * (1 - terminated) * (min Q'(s', a') - alpha log pi).
             if global_step > updates_start:
-                if updates_start_time is None:
-                    updates_start_time = time.time()
                 num_updates += 1
-                b_obs, b_actions, b_rewards, b_next_obs, b_terminations = to_tensors(
-                    *buffer.sample(args.batch_size, rng)
-                )
+                batch = buffer.sample(args.batch_size, rng)
+                b_obs, b_actions, b_rewards, b_next_obs, b_terminations = map(to_tensor, batch)
                 with torch.no_grad():
                     next_actions, next_log_pi = actor.get_action(b_next_obs)
                     next_q1 = qf1_target(b_next_obs, next_actions)
@@ -559,8 +426,11 @@ def train(args: Args) -> dict:
                         actor_optimizer.step()
 
                         if args.autotune:
-                            # Raises alpha when the entropy -log pi is below the target, lowers it above.
-                            alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+                            # Raises alpha when the entropy -log pi is below the target,
+                            # lowers it above.
+                            alpha_loss = (
+                                -log_alpha.exp() * (log_pi.detach() + target_entropy)
+                            ).mean()
                             alpha_optimizer.zero_grad()
                             alpha_loss.backward()
                             alpha_optimizer.step()
@@ -568,118 +438,28 @@ def train(args: Args) -> dict:
                     for p in q_params:
                         p.requires_grad_(True)
 
+                # ---- Targets: Polyak averages of the online Q networks.
                 if num_updates % args.target_network_frequency == 0:
                     polyak_update(qf1.parameters(), qf1_target.parameters(), args.tau)
                     polyak_update(qf2.parameters(), qf2_target.parameters(), args.tau)
 
-                # ---- Logging, every 100 updates (.item() waits for the device: not every step),
-                # once the actor has been updated in this process.
-                if num_updates % 100 == 0 and num_updates - first_update >= args.policy_frequency:
-                    updates_per_second = (num_updates - first_update) / max(time.time() - updates_start_time, 1e-9)
-                    writer.add_scalar("losses/qf1_values", qf1_values.mean().item(), global_step)
-                    writer.add_scalar("losses/qf2_values", qf2_values.mean().item(), global_step)
-                    writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
-                    writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
-                    writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
-                    writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-                    writer.add_scalar("losses/entropy", -log_pi.mean().item(), global_step)
-                    writer.add_scalar("losses/alpha", alpha.item(), global_step)
+                # Diagnostics every 100 updates; qf_loss: the mean of the two, as CleanRL logs it.
+                if log.update_due(num_updates):
+                    losses = {"qf1_values": qf1_values.mean(), "qf2_values": qf2_values.mean(),
+                              "qf1_loss": qf1_loss, "qf2_loss": qf2_loss, "qf_loss": qf_loss / 2.0,
+                              "actor_loss": actor_loss, "entropy": -log_pi.mean(),
+                              "alpha": alpha}  # fmt: skip
                     if args.autotune:
-                        writer.add_scalar("losses/alpha_loss", alpha_loss.item(), global_step)
-                    writer.add_scalar("charts/updates_per_second", updates_per_second, global_step)
+                        losses["alpha_loss"] = alpha_loss
+                    log.update(global_step, num_updates, losses)
 
-            if iteration % 100 == 0 or iteration == num_iterations:
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-                recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
-                progress.update(task, completed=global_step, sps=sps, ret=recent)
-
-            if args.checkpoint_every > 0 and (
-                global_step - last_checkpoint_step >= args.checkpoint_every or iteration == num_iterations
-            ):
-                last_checkpoint_step = global_step
-                state = {
-                    "actor": actor.state_dict(),
-                    "qf1": qf1.state_dict(),
-                    "qf2": qf2.state_dict(),
-                    "qf1_target": qf1_target.state_dict(),
-                    "qf2_target": qf2_target.state_dict(),
-                    "actor_optimizer": actor_optimizer.state_dict(),
-                    "q_optimizer": q_optimizer.state_dict(),
-                    "log_alpha": log_alpha.detach(),
-                    "alpha_optimizer": alpha_optimizer.state_dict(),
-                    "args": asdict(args),
-                    "global_step": global_step,
-                    "iteration": iteration,
-                    "num_updates": num_updates,
-                    "run_dir": run_dir,
-                    "torch_rng_state": torch.get_rng_state(),
-                    "numpy_rng_state": rng.bit_generator.state,
-                }
-                if device.type == "cuda":
-                    state["cuda_rng_state"] = torch.cuda.get_rng_state()
-                if args.checkpoint_buffer:
-                    state["buffer"] = buffer.state_dict()
-                save_atomic(state, checkpoint_path)
+            log.speed(global_step, iteration, iteration == num_iterations)
+            if log.checkpoint_due(global_step, iteration == num_iterations):
+                save_checkpoint(run_dir, args, parts, log_alpha, buffer, rng, global_step,
+                                iteration, num_updates, device)  # fmt: skip
 
     envs.close()
-    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
-    if updates_start_time is not None and num_updates > first_update:
-        updates_per_second = (num_updates - first_update) / max(time.time() - updates_start_time, 1e-9)
-
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        save_atomic({"actor": actor.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
-
-    eval_returns = []
-    if args.eval_episodes > 0:
-        eval_returns = play(
-            actor,
-            args.env_id,
-            args.eval_episodes,
-            args.seed + 10_000,
-            device,
-            args.capture_video,
-            os.path.join(run_dir, "videos-eval"),
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print(
-            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} deterministic episodes"
-        )
-    print(
-        f"done: {global_step} steps, {sps} steps/s, {updates_per_second:.0f} updates/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
-    )
-    writer.close()
-    if args.track:
-        wandb.finish()
-    return {
-        "global_step": global_step,
-        "episodic_returns": episodic_returns,
-        "episodic_lengths": episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
-        "updates_per_second": updates_per_second,
-        "num_updates": num_updates,
-        "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-    }
-
-
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
+    return finish_run(args, actor, run_dir, writer, log, global_step, num_updates, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -694,19 +474,24 @@ def play(
     device: torch.device,
     capture_video: bool = False,
     video_dir: str = "videos",
+    progress: bool = False,
 ) -> list:
-    """Run the deterministic policy (tanh of the mean, rescaled) for whole episodes."""
+    """Run the deterministic policy (tanh of the mean, rescaled) for whole episodes, the first
+    seeded `seed`, the next counting up."""
     env = make_env(env_id, 0, capture_video, video_dir)()
     returns = []
-    for episode in range(episodes):
-        raw_obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        while not done:
-            obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
-            raw_obs, reward, terminated, truncated, _ = env.step(actor.greedy_action(obs)[0].cpu().numpy())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
+    with EvalProgress(progress, episodes) as shown:
+        for episode in range(episodes):
+            raw_obs, _ = env.reset(seed=seed + episode)
+            done, total = False, 0.0
+            while not done:
+                obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
+                action = actor.greedy_action(obs)[0].cpu().numpy()
+                raw_obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+            shown.advance(total)
     env.close()
     return returns
 
@@ -715,11 +500,228 @@ def evaluate(
     model_path: str,
     env_id: Optional[str] = None,
     episodes: int = 10,
-    seed: int = 0,
+    seed: Optional[int] = None,
     cuda: bool = False,
     capture_video: bool = False,
+    progress: bool = False,
 ) -> list:
-    """Load a model.pt (actor weights and action bounds) and return deterministic episodic returns."""
+    """Load a model.pt and return the episodic returns of its deterministic policy. The default
+    seed is that of the evaluation at the end of its training, so that the same games are played."""
+    actor, saved, env_id, device = load_agent(model_path, env_id, cuda)
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    seed = first_eval_seed(saved) if seed is None else seed
+    return play(actor, env_id, episodes, seed, device, capture_video, video_dir, progress)
+
+
+# =============================================================================================
+# Plumbing: what running the script needs and learning the algorithm does not. A reader of
+# the algorithm may stop here.
+# =============================================================================================
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def validate(args: Args) -> None:
+    """Refuse, in one line, the settings that cannot mean anything."""
+    for name in ["total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_frequency",
+                 "target_network_frequency", "hidden_size", "torch_threads"]:  # fmt: skip
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+    for name in ["policy_lr", "q_lr", "alpha", "eval_episodes", "checkpoint_every"]:
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
+    if not 0 <= args.gamma <= 1:
+        raise ConfigError(f"--gamma must be between 0 and 1, got {args.gamma}")
+    if not 0 < args.tau <= 1:
+        raise ConfigError(f"--tau must be more than 0 and at most 1, got {args.tau}")
+    if args.buffer_size < args.num_envs:
+        raise ConfigError(
+            f"--buffer-size {args.buffer_size} cannot hold one step of {args.num_envs} envs"
+        )
+    if args.total_timesteps < args.num_envs:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one step of all envs "
+            f"(num_envs = {args.num_envs})"
+        )
+    if not 0 <= args.learning_starts < args.total_timesteps:
+        raise ConfigError(
+            f"--learning-starts {args.learning_starts} must be in [0, --total-timesteps "
+            f"{args.total_timesteps}): otherwise no update ever happens"
+        )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_env(env_id: str) -> None:
+    """Build the environment once and refuse, in one line, what this script cannot train."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
+    action_space, observation_space = env.action_space, env.observation_space
+    env.close()
+    if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        raise ConfigError(f"{env_id} has a discrete action space; use ppo_discrete.py")
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(
+            f"{env_id} has action space {action_space}; this script needs a Box of shape (n,)"
+        )
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ConfigError(
+            f"{env_id} has unbounded actions {action_space}; SAC squashes actions into finite "
+            "bounds"
+        )
+    part = unflattenable_part(observation_space)
+    if part is not None:
+        raise ConfigError(
+            f"{env_id}: the observation part {part} cannot be flattened into a vector; "
+            "wrap the env in a gymnasium ObservationWrapper that encodes it as a Box, or drops it"
+        )
+
+
+def unflattenable_part(space: gym.Space, path: str = "observation") -> Optional[str]:
+    """Where in a (nested) Dict or Tuple space a part lies that gymnasium cannot flatten into a
+    fixed-size vector (Text, Graph, Sequence, ...), as `observation['key'][0] (Text(...))`."""
+    if isinstance(space, gym.spaces.Dict):
+        parts = [(f"{path}[{key!r}]", sub) for key, sub in space.spaces.items()]
+    elif isinstance(space, gym.spaces.Tuple):
+        parts = [(f"{path}[{i}]", sub) for i, sub in enumerate(space.spaces)]
+    else:
+        try:
+            gym.spaces.flatdim(space)
+            return None
+        except (NotImplementedError, ValueError, TypeError):
+            return f"{path} ({space})"
+    for sub_path, sub in parts:
+        found = unflattenable_part(sub, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def select_device(cuda: bool, torch_threads: int) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    """The global generators; the envs have their own seeds, and train() its numpy generator."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = torch_deterministic
+
+
+def first_eval_seed(args: Args) -> int:
+    """Evaluation plays games the training never saw."""
+    return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
+
+
+# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
+def save_atomic(obj: dict, path: str) -> None:
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+def load_file(path: str, required_keys: tuple) -> dict:
+    """Load a model.pt or checkpoint.pt: plain tensors and data only (weights_only=True)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such file: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read {path}: {reason}") from None
+    missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    return data
+
+
+# The networks and optimizers a checkpoint.pt must hold; restore loads the temperature's
+# (log_alpha, alpha_optimizer) and the replay buffer too where the file has them.
+CHECKPOINT_PARTS = ("actor", "qf1", "qf2", "qf1_target", "qf2_target", "actor_optimizer",
+                    "q_optimizer")  # fmt: skip
+
+
+def args_to_run(args: Args) -> tuple:
+    """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
+    how it is run (device, progress, W&B) may change. Returns (args, checkpoint or None)."""
+    checkpoint = None
+    if args.resume is not None:
+        required = (*CHECKPOINT_PARTS, "args", "global_step", "iteration", "num_updates")
+        checkpoint = load_file(args.resume, required)
+        saved = Args(**checkpoint["args"])
+        saved.resume, saved.cuda, saved.progress, saved.track = (
+            args.resume, args.cuda, args.progress, args.track
+        )  # fmt: skip
+        args = saved
+    validate(args)
+    check_env(args.env_id)
+    return args, checkpoint
+
+
+def restore(args, checkpoint, parts, log_alpha, buffer, rng, device) -> tuple:
+    """Load a checkpoint's weights, optimizers, temperature, replay buffer and random states;
+    returns (global_step, first iteration, num_updates), which are (0, 1, 0) for a new run."""
+    if checkpoint is None:
+        return 0, 1, 0
+    for name in CHECKPOINT_PARTS:
+        parts[name].load_state_dict(checkpoint[name])
+    if "log_alpha" in checkpoint:
+        with torch.no_grad():
+            log_alpha.copy_(checkpoint["log_alpha"])
+        parts["alpha_optimizer"].load_state_dict(checkpoint["alpha_optimizer"])
+    if "buffer" in checkpoint:
+        buffer.load_state_dict(checkpoint["buffer"])
+    torch.set_rng_state(checkpoint["torch_rng_state"])
+    if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+    rng.bit_generator.state = checkpoint["numpy_rng_state"]
+    print(
+        f"resumed from {args.resume} at step {checkpoint['global_step']}, replay buffer of "
+        f"{buffer.size} transitions"
+    )
+    return checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["num_updates"]
+
+
+def save_checkpoint(
+    run_dir, args, parts, log_alpha, buffer, rng, global_step, iteration, num_updates, device
+) -> None:
+    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped; the replay
+    buffer only with --checkpoint-buffer (without it, a resumed run refills one)."""
+    state = {
+        **{name: part.state_dict() for name, part in parts.items()},
+        "log_alpha": log_alpha.detach(),
+        "args": asdict(args),
+        "global_step": global_step,
+        "iteration": iteration,
+        "num_updates": num_updates,
+        "run_dir": run_dir,
+        "torch_rng_state": torch.get_rng_state(),
+        "numpy_rng_state": rng.bit_generator.state,
+    }
+    if device.type == "cuda":
+        state["cuda_rng_state"] = torch.cuda.get_rng_state()
+    if args.checkpoint_buffer:
+        state["buffer"] = buffer.state_dict()
+    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
+
+
+def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
+    """Rebuild the Actor of a model.pt (weights and action bounds) for env_id (default: the one
+    it was trained on). Returns (actor, saved Args, env_id, device)."""
     data = load_file(model_path, ("actor", "args"))
     saved = Args(**data["args"])
     env_id = env_id or saved.env_id
@@ -727,29 +729,242 @@ def evaluate(
     device = select_device(cuda, saved.torch_threads)
     env = make_env(env_id, 0, False, "")()
     obs_dim = int(np.prod(env.observation_space.shape))
-    actor = Actor(obs_dim, env.action_space.low, env.action_space.high, saved.hidden_size).to(device)
+    low, high = env.action_space.low, env.action_space.high
+    actor = Actor(obs_dim, low, high, saved.hidden_size).to(device)
     env.close()
     try:
         actor.load_state_dict(data["actor"])
     except RuntimeError as e:
         raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
     actor.eval()
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
-    return play(actor, env_id, episodes, seed, device, capture_video, video_dir)
+    return actor, saved, env_id, device
 
 
-if __name__ == "__main__":
+# ---- Run folder, TensorBoard, W&B, progress
+def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
+    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
+    the same scalars to W&B with --track. Returns (run_dir, writer)."""
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        env_name = args.env_id.replace("/", "-").replace(":", "-")
+        script = os.path.basename(__file__)[:-3]
+        run_dir = os.path.join(
+            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"device: {device}, run: {run_dir}")
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return run_dir, writer
+
+
+class TrainingLog:
+    """The episodes' returns, the diagnostics of the updates (TensorBoard, CleanRL's names),
+    the progress bar, and when a checkpoint is due."""
+
+    def __init__(self, args: Args, writer: SummaryWriter, global_step: int, num_updates: int):
+        self.args, self.writer = args, writer
+        self.episodic_returns, self.episodic_lengths = [], []
+        self.start_time, self.start_step = time.time(), global_step
+        self.last_checkpoint_step = global_step
+        # Updates of this process: the first one's number, and (time, number) once one is done.
+        self.first_update, self.updates_clock = num_updates, None
+        self.progress = make_progress(args.progress)
+        self.task = self.progress.add_task(
+            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
+        )
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def episodes(self, infos: dict, global_step: int) -> None:
+        """Log the episodes that ended at this step, as RecordEpisodeStatistics saw them."""
+        if "episode" not in infos:
+            return
+        for env_idx in np.flatnonzero(infos["_episode"]):
+            self.episodic_returns.append(float(infos["episode"]["r"][env_idx]))
+            self.episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
+            self.writer.add_scalar("charts/episodic_return", self.episodic_returns[-1], global_step)
+            self.writer.add_scalar("charts/episodic_length", self.episodic_lengths[-1], global_step)
+
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def recent_return(self) -> float:
+        returns = self.episodic_returns[-20:]
+        return float(np.mean(returns)) if returns else float("nan")
+
+    def updates_per_second(self, num_updates: int) -> float:
+        """Updates of this process since its first one, per second of wall-clock time."""
+        if self.updates_clock is None:
+            return 0.0
+        start_time, start_update = self.updates_clock
+        return (num_updates - start_update) / max(time.time() - start_time, 1e-9)
+
+    def update_due(self, num_updates: int) -> bool:
+        """Whether this update's diagnostics are logged: every 100 updates (.item() waits for the
+        device, so not at every one), once the actor has been updated in this process."""
+        if self.updates_clock is None:
+            self.updates_clock = (time.time(), num_updates)
+        trained_actor = num_updates - self.first_update >= self.args.policy_frequency
+        return num_updates % 100 == 0 and trained_actor
+
+    def update(self, global_step: int, num_updates: int, losses: dict) -> None:
+        """What diagnosing SAC needs: the Q values and losses, the actor's loss, the policy's
+        entropy, the temperature (and its loss), and the updates per second."""
+        for name, value in losses.items():
+            self.writer.add_scalar(f"losses/{name}", value.item(), global_step)
+        ups = self.updates_per_second(num_updates)
+        self.writer.add_scalar("charts/updates_per_second", ups, global_step)
+
+    def speed(self, global_step: int, iteration: int, last_iteration: bool) -> None:
+        """Steps per second and the progress bar, every 100 vector steps and at the last."""
+        if iteration % 100 == 0 or last_iteration:
+            sps = self.sps(global_step)
+            self.writer.add_scalar("charts/SPS", sps, global_step)
+            self.progress.update(
+                self.task, completed=global_step, sps=sps, ret=self.recent_return()
+            )
+
+    def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
+        every = self.args.checkpoint_every
+        if every > 0 and (global_step - self.last_checkpoint_step >= every or last_iteration):
+            self.last_checkpoint_step = global_step
+            return True
+        return False
+
+
+def finish_run(args, actor, run_dir, writer, log, global_step, num_updates, device) -> dict:
+    """Save model.pt, evaluate the deterministic policy, and close the logs. Returns what `train`
+    returns."""
+    sps = log.sps(global_step)
+    updates_per_second = log.updates_per_second(num_updates)
+    model_path = None
+    if args.save_model:
+        model_path = os.path.join(run_dir, "model.pt")
+        model = {"actor": actor.state_dict(), "args": asdict(args), "global_step": global_step}
+        save_atomic(model, model_path)
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval")
+        eval_returns = play(actor, args.env_id, args.eval_episodes, first_eval_seed(args), device,
+                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print_eval(eval_returns, "deterministic episodes")
+    print(
+        f"done: {global_step} steps, {sps} steps/s, {updates_per_second:.0f} updates/s, "
+        f"last 20 episodes {log.recent_return():.1f}"
+    )
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    return {
+        "global_step": global_step,
+        "episodic_returns": log.episodic_returns,
+        "episodic_lengths": log.episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "updates_per_second": updates_per_second,
+        "num_updates": num_updates,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+    }
+
+
+def print_eval(returns: list, what: str) -> None:
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+class EvalProgress:
+    """A progress bar over evaluation episodes, with the mean return so far."""
+
+    def __init__(self, enabled: bool, episodes: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.returns = []
+        self.progress = Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("mean return {task.fields[ret]:.1f}"),
+            disable=not (enabled and sys.stdout.isatty()),
+        )
+        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def advance(self, episode_return: float) -> None:
+        self.returns.append(episode_return)
+        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+def main() -> None:
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
+    printed as one line with exit code 2."""
     cli_args = tyro.cli(Args)
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
-            )
-            print(
-                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
-            )
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
+                cli_args.cuda, cli_args.capture_video, cli_args.progress,
+            )  # fmt: skip
+            print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)
     except ConfigError as e:
-        print(f"sac.py: error: {e}", file=sys.stderr)
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -233,8 +233,10 @@ def test_mask_velocity_is_documented_and_refused_where_it_has_no_meaning(tmp_pat
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(context_len=0), "--context-len, --num-layers and --num-heads must be positive"),
-        (dict(num_layers=0), "--context-len, --num-layers and --num-heads must be positive"),
+        (dict(context_len=0), "--context-len must be positive, got 0"),
+        (dict(num_layers=0), "--num-layers must be positive, got 0"),
+        (dict(num_heads=-1), "--num-heads must be positive, got -1"),
+        (dict(embed_dim=0), "--embed-dim must be positive, got 0"),
         (dict(embed_dim=30, num_heads=4), "--embed-dim 30 does not divide into 4 attention heads"),
     ],
 )
