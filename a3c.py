@@ -17,8 +17,13 @@ Pendulum-v1), or your own registered as `my_module:MyEnv-v0`.
 
 Reproduce the README's CartPole-v1 figure (defaults, 500k steps, one worker per core):
     python a3c.py --seed 1
-Evaluate a saved model:
+Evaluate a saved model (the games of the evaluation that ended its training):
     python a3c.py --eval-only runs/<run>/model.pt
+
+Read from the top: the arguments, the environment, the math, the network, the worker (one
+actor-learner) and the training that starts the workers, evaluation. The last section, after
+"Plumbing", is what running a script needs and learning the algorithm does not: errors,
+checkpoint files, run folders, logging, the worker processes' messages, the command line.
 """
 
 import os
@@ -42,43 +47,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    # Experiment
+    # Algorithm
     env_id: str = "CartPole-v1"
-    """gymnasium environment id with a Discrete or 1-D Box action space (`module:EnvName-v0` imports `module` first)"""
+    """gymnasium id, Discrete or 1-D Box actions (`module:EnvName-v0` imports `module` first)"""
     total_timesteps: int = 500_000
     """total environment steps to train for, summed over all workers and their environments"""
-    seed: int = 1
-    """seed of the shared model's initialization; each worker derives its own distinct seed from it"""
-    cuda: bool = False
-    """not supported for training: A3C's workers are CPU processes that share one model in CPU memory (Hogwild), by design; given, training stops with an error"""
-    torch_threads: int = 1
-    """torch CPU threads of each process; one per worker, the workers themselves are the parallelism"""
-    track: bool = False
-    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
-    wandb_project_name: str = "reference-rl"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases team or user"""
-    capture_video: bool = False
-    """record videos of the first environment of worker 0 to `{run_dir}/videos`"""
-    save_model: bool = True
-    """write `model.pt` (weights, args) at the end of training"""
-    checkpoint_every: int = 0
-    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
-    resume: Optional[str] = None
-    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer and step"""
-    eval_only: Optional[str] = None
-    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
-    eval_episodes: int = 10
-    """episodes of the deterministic (greedy) policy played after training (0: skip)"""
-    progress: bool = True
-    """show a progress bar (only when stdout is a terminal)"""
-    runs_dir: str = "runs"
-    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
-
-    # Algorithm
     num_workers: int = os.cpu_count() or 1
-    """worker processes, each with its own environments and copy of the network (default: the number of cores)"""
+    """worker processes, each with its own envs and network copy (default: the number of cores)"""
     num_envs: int = 4
     """environments per worker (gymnasium SyncVectorEnv); the paper used one"""
     num_steps: int = 8
@@ -92,7 +67,7 @@ class Args:
     gamma: float = 0.99
     """discount factor"""
     gae_lambda: float = 1.0
-    """lambda of generalized advantage estimation; 1: the paper's n-step returns bootstrapped from V(s_{t+n})"""
+    """lambda of generalized advantage estimation (1: the paper's n-step returns from V(s_{t+n}))"""
     norm_adv: bool = False
     """normalize advantages within each rollout"""
     ent_coef: float = 0.001
@@ -107,37 +82,45 @@ class Args:
     """width of the two hidden layers of the actor and of the critic"""
     init_log_std: float = 0.0
     """initial log standard deviation of the Gaussian policy of Box action spaces (0: std 1)"""
+
+    # Run
+    seed: int = 1
+    """seed of the shared model's initialization; each worker derives its own seed from it"""
+    cuda: bool = False
+    """refused for training, by design: A3C's workers are CPU processes that share one model"""
+    torch_threads: int = 1
+    """torch CPU threads of each process (one: the workers themselves are the parallelism)"""
+    eval_episodes: int = 10
+    """episodes of the deterministic (greedy) policy played after training (0: skip)"""
+    eval_seed: Optional[int] = None
+    """seed of the first evaluation episode, the next count up (default: seed + 10000)"""
+    save_model: bool = True
+    """write `model.pt` (weights, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many environment steps (0: never); `--resume` reads it"""
     log_every: int = 10
     """each worker sends its losses to the main process every this many updates"""
-
-
-class ConfigError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
-
-
-class WorkerError(Exception):
-    """A worker process failed: printed with the worker's traceback, exit code 1."""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer and step"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
+    capture_video: bool = False
+    """record videos of the first environment of worker 0 to `{run_dir}/videos`"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "reference-rl"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
 
 
 # ---------------------------------------------------------------------------------------------
 # Environment
 # ---------------------------------------------------------------------------------------------
-def check_env(env_id: str) -> None:
-    """Build the environment once and refuse, in one line, what this script cannot train."""
-    try:
-        env = gym.make(env_id)
-    except gym.error.DependencyNotInstalled as e:
-        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
-    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
-        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
-    action_space = env.action_space
-    env.close()
-    if isinstance(action_space, gym.spaces.Discrete) and action_space.start == 0:
-        return
-    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n) or a 1-D Box")
-
-
 def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
     """Return a thunk that builds one environment; vector envs call it in each slot."""
 
@@ -217,17 +200,9 @@ def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((values - returns) ** 2).mean()
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, diag(std^2)), summed over action dimensions:
-    sum(-((x - mean) / std)^2 / 2 - log std - log(2 pi) / 2)."""
-    return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
-
-
-def worker_seeds(seed: int, start_step: int, num_workers: int) -> list:
-    """One distinct seed per worker, derived from the run's seed and the step the workers start
-    at (so a resumed run plays new episodes), by numpy's SeedSequence: no two workers, and no
-    worker of another seed, share a random stream."""
-    return [int(s) for s in np.random.SeedSequence([seed, start_step]).generate_state(num_workers)]
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / (std + 1e-8): advantages of one rollout on a common scale."""
+    return (x - x.mean()) / (x.std() + 1e-8)
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
@@ -238,8 +213,14 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
     return (1.0 - (targets - predictions).var() / var_targets).item()
 
 
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, diag(std^2)), summed over action dimensions:
+    sum(-((x - mean) / std)^2 / 2 - log std - log(2 pi) / 2)."""
+    return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
 # ---------------------------------------------------------------------------------------------
-# Networks
+# The network
 # ---------------------------------------------------------------------------------------------
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
     """Orthogonal weights and zero bias, the initialization of the original PPO code."""
@@ -308,38 +289,360 @@ class Agent(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The shared optimizer
+# The worker: one actor-learner, in its own process
 # ---------------------------------------------------------------------------------------------
-def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None) -> torch.optim.Optimizer:
-    """Adam or RMSProp over the shared model, with its per-parameter statistics created now, in
-    shared memory, before the workers start. Each worker gets a copy of this optimizer object
-    whose state tensors are these same tensors, so every worker's step updates the statistics
-    all of them use (the paper's shared RMSProp; torch would otherwise create the state lazily,
-    at the first step, privately in each process). `state` is a saved state_dict to resume."""
-    if args.optimizer == "adam":
-        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-        statistics = ("exp_avg", "exp_avg_sq")
+def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, counter, stop,
+           start, messages) -> None:  # fmt: skip
+    """One A3C actor-learner (the paper's Algorithm S3), with n-step rollouts on num_envs envs:
+    copy the shared weights, play num_steps steps, compute the loss's gradient on the copy,
+    hand the gradient to the shared model and step the shared optimizer, again and again until
+    the shared step counter reaches the budget or the main process says stop."""
+    seed_everything(seed)
+    report = WorkerReport(worker_id, args, messages)  # to the main process, the one that logs
+    # An env registered by the main process at run time (rather than by a `module:` prefix of
+    # its id) is unknown to this fresh interpreter: register the main process's spec here too.
+    gym.registry.setdefault(env_spec.id, env_spec)
+
+    video_dir = os.path.join(run_dir, "videos")
+    envs = make_vector_env(args, video_dir, args.capture_video and worker_id == 0)
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    action_space = envs.single_action_space
+    batch_size = args.num_envs * args.num_steps
+    local_agent = Agent(obs_dim, action_space, args)  # theta': this worker's copy of the weights
+    params = list(zip(local_agent.parameters(), shared_agent.parameters()))  # (theta', theta)
+    # The shared model's .grad tensors belong to this process alone (a tensor's gradient is not
+    # shared memory); each update copies the local gradients into them. Copied, not aliased:
+    # the local gradients are recomputed in new tensors at every backward pass.
+    for param in shared_agent.parameters():
+        param.grad = torch.zeros_like(param)
+
+    # Rollout storage, as in ppo_discrete.py: rewards and dones stay numpy until the rollout ends.
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim))
+    action_dtype = torch.float32 if local_agent.continuous else torch.long
+    actions = torch.zeros((args.num_steps, args.num_envs, *action_space.shape), dtype=action_dtype)
+    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+    def to_obs_tensor(raw) -> torch.Tensor:
+        return torch.as_tensor(raw, dtype=torch.float32).reshape(-1, obs_dim)
+
+    next_obs = to_obs_tensor(envs.reset(seed=seed)[0])
+    if not report.ready_and_started(start, stop):
+        return
+    while not stop.is_set() and not report.main_process_gone():
+        # Claim the next rollout's steps from the shared counter; stop when the budget is spent.
+        with counter.get_lock():
+            if counter.value + batch_size > args.total_timesteps:
+                break
+            first_step = counter.value
+            counter.value += batch_size
+
+        # ---- theta' <- theta: the rollout and its gradient use one fixed copy of the weights.
+        with torch.no_grad():
+            for local_param, shared_param in params:
+                local_param.copy_(shared_param)
+
+        # ---- Rollout of num_steps steps in each of this worker's envs.
+        truncated_slots, truncated_obs = [], []
+        with torch.no_grad():
+            for step in range(args.num_steps):
+                obs[step] = next_obs
+                action = local_agent.sample_action(next_obs)
+                actions[step] = action
+                env_action = to_env_action(action.numpy(), action_space)
+                raw_obs, reward, terminations, truncations, infos = envs.step(env_action)
+                rewards_np[step] = reward
+                dones_np[step] = np.logical_or(terminations, truncations)
+                next_obs = to_obs_tensor(raw_obs)
+
+                # Time-limit truncation is not failure: remember the real last observation,
+                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+                for env_idx in np.flatnonzero(truncations & ~terminations):
+                    truncated_slots.append((step, env_idx))
+                    truncated_obs.append(infos["final_obs"][env_idx])
+                report.episodes(infos, first_step + (step + 1) * args.num_envs)
+
+            # ---- The bootstrap values: V(final_obs) of truncated episodes and V(s_{t+n}).
+            rewards = torch.as_tensor(rewards_np * args.reward_scale)
+            dones = torch.as_tensor(dones_np)
+            if truncated_obs:
+                final_values = local_agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
+                for (step, env_idx), final_value in zip(truncated_slots, final_values):
+                    rewards[step, env_idx] += args.gamma * final_value
+            next_value = local_agent.get_value(next_obs)
+
+        # ---- The loss and its gradient, on the local copy.
+        b_obs = obs.reshape(-1, obs_dim)
+        b_actions = actions.reshape(-1, *action_space.shape)
+        log_probs, entropy, b_values = local_agent.evaluate_actions(b_obs, b_actions)
+        values = b_values.reshape(args.num_steps, args.num_envs)
+        with torch.no_grad():
+            # With lambda = 1 (the default), returns are the paper's n-step returns
+            # R_t = r_t + gamma r_{t+1} + ... + gamma^(n-t) V(s_{t+n}), cut at episode ends.
+            advantages = compute_gae(
+                rewards, values, dones, next_value, args.gamma, args.gae_lambda
+            )
+            returns = advantages + values
+            b_advantages = advantages.reshape(-1)
+            if args.norm_adv:
+                b_advantages = normalize(b_advantages)
+        pg_loss = policy_gradient_loss(log_probs, b_advantages)
+        v_loss = value_loss(b_values, returns.reshape(-1))
+        entropy_loss = entropy.mean()
+        loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+
+        local_agent.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(local_agent.parameters(), args.max_grad_norm)
+
+        # ---- Hogwild: copy the gradient into the shared model and step the shared optimizer,
+        # without a lock; other workers may be stepping at the same moment. The gradient was
+        # computed on the weights this worker copied before its rollout, which other workers may
+        # have changed since: it is stale by the updates that happened in between. Hogwild
+        # tolerates both (Recht et al. 2011): that is the method, not a race to fix.
+        for local_param, shared_param in params:
+            shared_param.grad.copy_(local_param.grad)
+        if args.anneal_lr:
+            # Each worker's copy of the optimizer has its own learning rate (the statistics are
+            # shared), set from the first step of its rollout.
+            frac = 1.0 - first_step / args.total_timesteps
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+        optimizer.step()
+
+        losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
+        report.update(first_step + batch_size, losses, grad_norm, b_values, returns, advantages)
+    envs.close()
+    report.done()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the main process builds the shared model and optimizer and starts the workers
+# ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    """Train with A3C; returns the step count, the episodes' returns, steps/s, the run folder,
+    the model file and each worker's number of updates (the rest of the plumbing is at the end
+    of the file)."""
+    args, checkpoint = args_to_run(args)
+    device = select_device(args.cuda, args.torch_threads)
+    run_dir, writer = start_run(args, checkpoint, device)
+    # The seed fixes the shared model's initialization; each worker seeds torch, numpy and its
+    # envs with its own seed, derived from the run's seed and the step it starts at (a resumed
+    # run plays fresh episodes). The workers' interleaving is up to the OS, so two runs with one
+    # seed start the same and then differ.
+    seed_everything(args.seed)
+
+    env = make_env(args.env_id, 0, False, "")()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    action_space, env_spec = env.action_space, env.unwrapped.spec
+    env.close()
+
+    # The shared model theta: its weights live in shared memory, read and written by every worker.
+    agent = Agent(obs_dim, action_space, args)
+    global_step, optimizer_state = restore(args, checkpoint, agent)
+    agent.share_memory()
+    # The shared optimizer: its statistics (Adam's moments, RMSProp's average) are created now,
+    # in shared memory, before the workers start, so that every worker's step updates the ones
+    # all of them use (the paper's shared RMSProp).
+    optimizer = make_shared_optimizer(agent, args, optimizer_state)
+
+    # The workers, processes that each run `worker` (through worker_main, which reports its
+    # errors), share the model, the optimizer and the step counter T they claim rollouts from.
+    ctx = spawn_context()
+    counter = ctx.Value("q", global_step)  # T: the steps claimed by the workers, with its own lock
+    stop, start = ctx.Event(), ctx.Event()
+    messages = ctx.Queue()  # the workers' reports, to the main process: the only one that logs
+    seeds = worker_seeds(args.seed, global_step, args.num_workers)
+    workers = [
+        ctx.Process(
+            target=worker_main,
+            args=(i, seeds[i], args, env_spec, run_dir, agent, optimizer, counter, stop, start,
+                  messages),
+            name=f"a3c-worker-{i}",
+            daemon=True,  # never outlives the main process
+        )
+        for i in range(args.num_workers)
+    ]  # fmt: skip
+    log = TrainingLog(args, writer, global_step)
+    # Ctrl-C is the main process's to handle: the workers start with it ignored (they inherit
+    # SIG_IGN from birth), and supervise() stops them all when it comes.
+    main_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for w in workers:
+        w.start()
+
+    # The main process does no learning: until every worker is done, it logs what they report
+    # and writes checkpoints, and it stops them all when one fails or on Ctrl-C.
+    global_step = supervise(args, workers, counter, start, stop, messages, log, main_handler,
+                            run_dir, agent, optimizer)  # fmt: skip
+    if log.checkpoint_due(global_step, last=True):
+        save_checkpoint(run_dir, args, agent, optimizer, global_step)
+    return finish_run(args, agent, run_dir, writer, log, global_step, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def play(
+    agent: Agent,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    capture_video: bool = False,
+    video_dir: str = "videos",
+    progress: bool = False,
+) -> list:
+    """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up."""
+    env = make_env(env_id, 0, capture_video, video_dir)()
+    returns = []
+    with EvalProgress(progress, episodes) as shown:
+        for episode in range(episodes):
+            raw_obs, _ = env.reset(seed=seed + episode)
+            done, total = False, 0.0
+            while not done:
+                obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
+                action = agent.greedy_action(obs).cpu().numpy()[0]
+                env_action = to_env_action(action, env.action_space)
+                raw_obs, reward, terminated, truncated, _ = env.step(env_action)
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+            shown.advance(total)
+    env.close()
+    return returns
+
+
+def evaluate(
+    model_path: str,
+    env_id: Optional[str] = None,
+    episodes: int = 10,
+    seed: Optional[int] = None,
+    cuda: bool = False,
+    capture_video: bool = False,
+    progress: bool = False,
+) -> list:
+    """Load a model.pt and return the episodic returns of its greedy policy. The default seed is
+    that of the evaluation at the end of its training, so that the same games are played."""
+    agent, saved, env_id, device = load_agent(model_path, env_id, cuda)
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    seed = first_eval_seed(saved) if seed is None else seed
+    return play(agent, env_id, episodes, seed, device, capture_video, video_dir, progress)
+
+
+# =============================================================================================
+# Plumbing: what running the script needs and learning the algorithm does not. A reader of
+# the algorithm may stop here.
+# =============================================================================================
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+class WorkerError(Exception):
+    """A worker process failed: printed with the worker's traceback, exit code 1."""
+
+
+def validate(args: Args) -> None:
+    """Refuse, in one line, the settings that cannot mean anything."""
+    if args.cuda:
+        raise ConfigError(
+            "--cuda is not supported: A3C's workers are CPU processes that share one model in CPU "
+            "memory (Hogwild), by design; run without --cuda (for a GPU, use the ppo_*.py scripts)"
+        )
+    for name in ["total_timesteps", "num_workers", "num_envs", "num_steps", "max_grad_norm",
+                 "reward_scale", "hidden_size", "torch_threads", "log_every"]:  # fmt: skip
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+    for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
+    for name in ["gamma", "gae_lambda"]:
+        if not 0 <= getattr(args, name) <= 1:
+            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
+    batch_size = args.num_envs * args.num_steps
+    if args.total_timesteps < batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one rollout "
+            f"(num_envs * num_steps = {batch_size})"
+        )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_env(env_id: str) -> None:
+    """Build the environment once and refuse, in one line, what this script cannot train."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
+        raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
+    action_space, observation_space = env.action_space, env.observation_space
+    env.close()
+    discrete = isinstance(action_space, gym.spaces.Discrete) and action_space.start == 0
+    box = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+    if not (discrete or box):
+        raise ConfigError(
+            f"{env_id} has action space {action_space}; this script needs Discrete(n) or a 1-D Box"
+        )
+    part = unflattenable_part(observation_space)
+    if part is not None:
+        raise ConfigError(
+            f"{env_id}: the observation part {part} cannot be flattened into a vector; "
+            "wrap the env in a gymnasium ObservationWrapper that encodes it as a Box, or drops it"
+        )
+
+
+def unflattenable_part(space: gym.Space, path: str = "observation") -> Optional[str]:
+    """Where in a (nested) Dict or Tuple space a part lies that gymnasium cannot flatten into a
+    fixed-size vector (Text, Graph, Sequence, ...), as `observation['key'][0] (Text(...))`."""
+    if isinstance(space, gym.spaces.Dict):
+        parts = [(f"{path}[{key!r}]", sub) for key, sub in space.spaces.items()]
+    elif isinstance(space, gym.spaces.Tuple):
+        parts = [(f"{path}[{i}]", sub) for i, sub in enumerate(space.spaces)]
     else:
-        # alpha 0.99 and a large epsilon, as in the paper's shared RMSProp.
-        optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=0.1)
-        statistics = ("square_avg",)
-    if state is not None:
-        optimizer.load_state_dict(state)
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            param_state = optimizer.state[param]
-            if not param_state:
-                param_state["step"] = torch.zeros(())
-                for name in statistics:
-                    param_state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            for tensor in param_state.values():
-                tensor.share_memory_()
-    return optimizer
+        try:
+            gym.spaces.flatdim(space)
+            return None
+        except (NotImplementedError, ValueError, TypeError):
+            return f"{path} ({space})"
+    for sub_path, sub in parts:
+        found = unflattenable_part(sub, sub_path)
+        if found is not None:
+            return found
+    return None
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
-# ---------------------------------------------------------------------------------------------
+def select_device(cuda: bool, torch_threads: int) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """All randomness of a process comes from torch; the envs have their own seeds. The main
+    process seeds the shared model's initialization, each worker its own rollouts."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def worker_seeds(seed: int, start_step: int, num_workers: int) -> list:
+    """One distinct seed per worker, derived from the run's seed and the step the workers start
+    at (so a resumed run plays new episodes), by numpy's SeedSequence: no two workers, and no
+    worker of another seed, share a random stream."""
+    return [int(s) for s in np.random.SeedSequence([seed, start_step]).generate_state(num_workers)]
+
+
+def first_eval_seed(args: Args) -> int:
+    """Evaluation plays games the training never saw."""
+    return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
+
+
+# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
 def save_atomic(obj: dict, path: str) -> None:
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
@@ -364,471 +667,46 @@ def load_file(path: str, required_keys: tuple) -> dict:
     return data
 
 
-def select_device(cuda: bool, torch_threads: int) -> torch.device:
-    if cuda and not torch.cuda.is_available():
-        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
-    if not cuda:
-        torch.set_num_threads(torch_threads)
-    return torch.device("cuda" if cuda else "cpu")
-
-
-def validate(args: Args) -> None:
-    batch_size = args.num_envs * args.num_steps
-    if args.cuda:
-        raise ConfigError(
-            "--cuda is not supported: A3C's workers are CPU processes that share one model in CPU "
-            "memory (Hogwild), by design; run without --cuda (for a GPU, use the ppo_*.py scripts)"
-        )
-    if args.total_timesteps <= 0:
-        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
-    if args.num_workers <= 0 or args.num_envs <= 0 or args.num_steps <= 0 or args.log_every <= 0:
-        raise ConfigError("--num-workers, --num-envs, --num-steps and --log-every must be positive")
-    if args.total_timesteps < batch_size:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# The worker: one actor-learner, in its own process
-# ---------------------------------------------------------------------------------------------
-def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, counter, stop, start, messages) -> None:
-    """One A3C actor-learner (the paper's Algorithm S3), with n-step rollouts on num_envs envs:
-    copy the shared weights, play num_steps steps, compute the loss's gradient on the copy,
-    hand the gradient to the shared model and step the shared optimizer, again and again until
-    the shared step counter reaches the budget or the main process says stop."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    main_pid = os.getppid()
-    # An env registered by the main process at run time (rather than by a `module:` prefix of
-    # its id) is unknown to this fresh interpreter: register the main process's spec here too.
-    gym.registry.setdefault(env_spec.id, env_spec)
-
-    envs = make_vector_env(args, os.path.join(run_dir, "videos"), args.capture_video and worker_id == 0)
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
-    action_space = envs.single_action_space
-    batch_size = args.num_envs * args.num_steps
-    local_agent = Agent(obs_dim, action_space, args)  # theta': this worker's copy of the weights
-    # The shared model's .grad tensors belong to this process alone (a tensor's gradient is not
-    # shared memory); each update copies the local gradients into them. Copied, not aliased:
-    # the local gradients are recomputed in new tensors at every backward pass.
-    for param in shared_agent.parameters():
-        param.grad = torch.zeros_like(param)
-
-    # Rollout storage, as in ppo_discrete.py: rewards and dones stay numpy until the rollout ends.
-    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim))
-    action_dtype = torch.float32 if local_agent.continuous else torch.long
-    actions = torch.zeros((args.num_steps, args.num_envs, *action_space.shape), dtype=action_dtype)
-    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-
-    def to_obs_tensor(raw) -> torch.Tensor:
-        return torch.as_tensor(raw, dtype=torch.float32).reshape(-1, obs_dim)
-
-    next_obs = to_obs_tensor(envs.reset(seed=seed)[0])
-    messages.put(("ready", worker_id, None))
-    # Wait until every worker is ready, so that the clock measures training, not start-up.
-    while not start.wait(timeout=1.0):
-        if stop.is_set() or os.getppid() != main_pid:
-            return
-
-    updates = 0
-    while not stop.is_set():
-        if os.getppid() != main_pid:
-            # The main process is gone (killed): nobody reads our messages, so do not wait for
-            # them to be delivered at exit; just stop.
-            messages.cancel_join_thread()
-            break
-        # Claim the next rollout's steps from the shared counter; stop when the budget is spent.
-        with counter.get_lock():
-            if counter.value + batch_size > args.total_timesteps:
-                break
-            first_step = counter.value
-            counter.value += batch_size
-
-        # ---- theta' <- theta: the rollout and its gradient use one fixed copy of the weights.
-        with torch.no_grad():
-            for local_param, shared_param in zip(local_agent.parameters(), shared_agent.parameters()):
-                local_param.copy_(shared_param)
-
-        # ---- Rollout of num_steps steps in each of this worker's envs.
-        truncated_slots, truncated_obs, episodes = [], [], []
-        with torch.no_grad():
-            for step in range(args.num_steps):
-                obs[step] = next_obs
-                action = local_agent.sample_action(next_obs)
-                actions[step] = action
-                raw_obs, reward, terminations, truncations, infos = envs.step(
-                    to_env_action(action.numpy(), action_space)
-                )
-                rewards_np[step] = reward
-                dones_np[step] = np.logical_or(terminations, truncations)
-                next_obs = to_obs_tensor(raw_obs)
-
-                # Time-limit truncation is not failure: remember the real last observation,
-                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
-                for env_idx in np.flatnonzero(truncations & ~terminations):
-                    truncated_slots.append((step, env_idx))
-                    truncated_obs.append(infos["final_obs"][env_idx])
-
-                if "episode" in infos:
-                    for env_idx in np.flatnonzero(infos["_episode"]):
-                        episode_step = first_step + (step + 1) * args.num_envs
-                        r, length = float(infos["episode"]["r"][env_idx]), int(infos["episode"]["l"][env_idx])
-                        episodes.append((episode_step, r, length))
-
-            # ---- The bootstrap values: V(final_obs) of truncated episodes and V(s_{t+n}).
-            rewards = torch.as_tensor(rewards_np * args.reward_scale)
-            dones = torch.as_tensor(dones_np)
-            if truncated_obs:
-                final_values = local_agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
-                for (step, env_idx), final_value in zip(truncated_slots, final_values):
-                    rewards[step, env_idx] += args.gamma * final_value
-            next_value = local_agent.get_value(next_obs)
-
-        # ---- The loss and its gradient, on the local copy.
-        b_obs = obs.reshape(-1, obs_dim)
-        b_actions = actions.reshape(-1, *action_space.shape)
-        log_probs, entropy, b_values = local_agent.evaluate_actions(b_obs, b_actions)
-        values = b_values.reshape(args.num_steps, args.num_envs)
-        with torch.no_grad():
-            # With lambda = 1 (the default), returns are the paper's n-step returns
-            # R_t = r_t + gamma r_{t+1} + ... + gamma^(n-t) V(s_{t+n}), cut at episode ends.
-            advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
-            returns = advantages + values
-            b_advantages = advantages.reshape(-1)
-            if args.norm_adv:
-                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        pg_loss = policy_gradient_loss(log_probs, b_advantages)
-        v_loss = value_loss(b_values, returns.reshape(-1))
-        entropy_loss = entropy.mean()
-        loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
-
-        local_agent.zero_grad()
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(local_agent.parameters(), args.max_grad_norm)
-
-        # ---- Hogwild: copy the gradient into the shared model and step the shared optimizer,
-        # without a lock. Other workers may be stepping at the same moment; that is the method.
-        for local_param, shared_param in zip(local_agent.parameters(), shared_agent.parameters()):
-            shared_param.grad.copy_(local_param.grad)
-        if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = (1.0 - first_step / args.total_timesteps) * args.learning_rate
-        optimizer.step()
-        updates += 1
-
-        # ---- Report to the main process, the only one that writes logs.
-        stats = None
-        if updates % args.log_every == 0:
-            stats = {
-                "losses/value_loss": v_loss.item(),
-                "losses/policy_loss": pg_loss.item(),
-                "losses/entropy": entropy_loss.item(),
-                "losses/grad_norm": grad_norm.item(),
-                "losses/explained_variance": explained_variance(b_values.detach(), returns.reshape(-1)),
-                "charts/advantage_mean": advantages.mean().item(),
-                "charts/advantage_std": advantages.std().item(),
-            }
-        messages.put(("rollout", worker_id, (first_step + batch_size, episodes, stats)))
-    envs.close()
-    messages.put(("done", worker_id, updates))
-
-
-def worker_main(worker_id, seed, args, *worker_args) -> None:
-    """Entry point of a worker process: --torch-threads threads (one by default), Ctrl-C left to
-    the main process, and any error sent to the main process as text instead of dying silently."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(args.torch_threads)
-    messages = worker_args[-1]
-    try:
-        worker(worker_id, seed, args, *worker_args)
-    except BaseException:
-        messages.put(("error", worker_id, traceback.format_exc()))
-
-
-def stop_workers(workers: list, messages, stop, timeout: float = 10.0) -> None:
-    """Ask every worker to stop, wait for them, and end any that does not within the timeout.
-    The queue is emptied while waiting: a process exits only after its messages are delivered."""
-    stop.set()
-    deadline = time.time() + timeout
-    while any(w.is_alive() for w in workers) and time.time() < deadline:
-        try:
-            while True:
-                messages.get_nowait()
-        except queue.Empty:
-            pass
-        for w in workers:
-            w.join(timeout=0.05)
-    for w in workers:
-        if w.is_alive():
-            w.kill()
-        w.join()
-
-
-# ---------------------------------------------------------------------------------------------
-# Training: the main process starts the workers, then logs what they report
-# ---------------------------------------------------------------------------------------------
-def train(args: Args) -> dict:
+def args_to_run(args: Args) -> tuple:
+    """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
+    how it is run (device, progress, W&B, the number of workers) may change. Returns (args,
+    checkpoint or None)."""
     checkpoint = None
     if args.resume is not None:
-        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step"))
-        # The checkpoint's settings define the run; only how it is run may change.
+        required = ("model", "optimizer", "args", "global_step")
+        checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
+        saved.resume, saved.cuda, saved.progress, saved.track = (
+            args.resume, args.cuda, args.progress, args.track
+        )  # fmt: skip
         saved.num_workers = args.num_workers
         args = saved
     validate(args)
     check_env(args.env_id)
-    device = select_device(args.cuda, args.torch_threads)
+    return args, checkpoint
 
-    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
-        run_dir = checkpoint["run_dir"]
-    else:
-        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
-    os.makedirs(run_dir, exist_ok=True)
-    print(f"device: {device}, run: {run_dir}")
 
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=os.path.basename(run_dir),
-            save_code=True,
-        )
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
+def restore(args: Args, checkpoint: Optional[dict], agent: Agent) -> tuple:
+    """Load a checkpoint's weights; returns (global_step, the optimizer's saved state), which are
+    (0, None) for a new run. The optimizer's state is loaded by make_shared_optimizer, which
+    puts it in shared memory."""
+    if checkpoint is None:
+        return 0, None
+    agent.load_state_dict(checkpoint["model"])
+    print(f"resumed from {args.resume} at step {checkpoint['global_step']}")
+    return checkpoint["global_step"], checkpoint["optimizer"]
 
-    # Seeding: the seed fixes the shared model's initialization; each worker seeds torch, numpy
-    # and its envs with its own seed, derived from the run's seed and the step it starts at
-    # (a resumed run plays fresh episodes). The workers' interleaving is up to the OS, so two
-    # runs with one seed start the same and then differ.
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
 
-    env = make_env(args.env_id, 0, False, "")()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    action_space = env.action_space
-    env_spec = env.unwrapped.spec
-    env.close()
-
-    # The shared model theta: its weights live in shared memory, read and written by every worker.
-    agent = Agent(obs_dim, action_space, args)
-    global_step = 0
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["model"])
-        global_step = checkpoint["global_step"]
-        print(f"resumed from {args.resume} at step {global_step}")
-    agent.share_memory()
-    optimizer = make_shared_optimizer(agent, args, checkpoint["optimizer"] if checkpoint is not None else None)
-
-    # spawn, not fork: each worker is a fresh interpreter that imports this file (which does
-    # nothing on import) and receives the shared tensors; fork would copy the main process's
-    # threads and locks. Run as a script, multiprocessing re-imports this file by its path; loaded
-    # by name, the workers find it through sys.path, which they inherit.
-    script_dir = os.path.dirname(os.path.abspath(__file__))
-    if script_dir not in sys.path:
-        sys.path.append(script_dir)
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", global_step)  # steps claimed by the workers, with its own lock
-    stop, start = ctx.Event(), ctx.Event()
-    messages = ctx.Queue()
-    seeds = worker_seeds(args.seed, global_step, args.num_workers)
-    workers = [
-        ctx.Process(
-            target=worker_main,
-            args=(i, seeds[i], args, env_spec, run_dir, agent, optimizer, counter, stop, start, messages),
-            name=f"a3c-worker-{i}",
-            daemon=True,  # never outlives the main process
-        )
-        for i in range(args.num_workers)
-    ]
-    # The workers ignore Ctrl-C from birth (they inherit SIG_IGN); the main process stops them.
-    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for w in workers:
-        w.start()
-    # In the main process, Ctrl-C only raises a flag that the loop below checks twice a second:
-    # an exception raised at an arbitrary point could leave a lock of the queue or of the
-    # TensorBoard writer held, and the shutdown waiting on it forever.
-    interrupted = []
-    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-
-    episodic_returns, episodic_lengths = [], []
-    updates_per_worker = [0] * args.num_workers
-    last_checkpoint_step = global_step
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    start_time, start_step, last_log_time = None, global_step, 0.0
-    ready, done, silent_since = set(), set(), {}
-
-    def save_checkpoint() -> None:
-        state = {
-            "model": agent.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "args": asdict(args),
-            "global_step": counter.value,
-            "run_dir": run_dir,
-        }
-        save_atomic(state, checkpoint_path)
-
-    progress = make_progress(args.progress)
-    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
-    try:
-        with progress:
-            while len(done) < args.num_workers:
-                if interrupted:
-                    raise KeyboardInterrupt
-                try:
-                    kind, worker_id, payload = messages.get(timeout=0.5)
-                except queue.Empty:
-                    kind, worker_id, payload = None, None, None
-                if kind == "error":
-                    raise WorkerError(worker_id, payload)
-                if kind == "ready":
-                    ready.add(worker_id)
-                    if len(ready) == args.num_workers:
-                        start_time = time.time()
-                        start.set()
-                        plural = "es" if args.num_workers > 1 else ""
-                        print(f"training with {args.num_workers} worker process{plural}", flush=True)
-                elif kind == "done":
-                    done.add(worker_id)
-                    updates_per_worker[worker_id] = payload
-                elif kind == "rollout":
-                    step, episodes, stats = payload
-                    for episode_step, r, length in episodes:
-                        episodic_returns.append(r)
-                        episodic_lengths.append(length)
-                        writer.add_scalar("charts/episodic_return", r, episode_step)
-                        writer.add_scalar("charts/episodic_length", length, episode_step)
-                    for tag, value in (stats or {}).items():
-                        writer.add_scalar(tag, value, step)
-                # A worker that ended without a last word (killed, out of memory) fails the run;
-                # a last word may still be on its way through the queue, so allow it a moment.
-                for i, w in enumerate(workers):
-                    if w.exitcode is not None and i not in done:
-                        if time.time() - silent_since.setdefault(i, time.time()) > 2.0:
-                            raise WorkerError(i, f"worker {i} died with exit code {w.exitcode}\n")
-
-                global_step = counter.value
-                now = time.time()
-                if start_time is not None and now - last_log_time >= 1.0:
-                    last_log_time = now
-                    sps = int((global_step - start_step) / max(now - start_time, 1e-9))
-                    lr = (1.0 - global_step / args.total_timesteps if args.anneal_lr else 1.0) * args.learning_rate
-                    writer.add_scalar("charts/SPS", sps, global_step)
-                    writer.add_scalar("charts/learning_rate", lr, global_step)
-                    recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
-                    progress.update(task, completed=global_step, sps=sps, ret=recent)
-                if args.checkpoint_every > 0 and global_step - last_checkpoint_step >= args.checkpoint_every:
-                    last_checkpoint_step = global_step
-                    save_checkpoint()
-    except BaseException:
-        # Ctrl-C, or a worker failed: stop them all, keep the logs written so far, and report.
-        stop_workers(workers, messages, stop)
-        writer.close()
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-    stop_workers(workers, messages, stop)  # all have said "done": wait for them to exit
-
-    global_step = counter.value
-    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
-    writer.add_scalar("charts/SPS", sps, global_step)
-    if args.checkpoint_every > 0:
-        save_checkpoint()
-
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
-
-    eval_returns = []
-    if args.eval_episodes > 0:
-        eval_returns = play(
-            agent,
-            args.env_id,
-            args.eval_episodes,
-            args.seed + 10_000,
-            device,
-            args.capture_video,
-            os.path.join(run_dir, "videos-eval"),
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print(
-            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
-        )
-    print(
-        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
-    )
-    writer.close()
-    if args.track:
-        wandb.finish()
-    return {
+def save_checkpoint(run_dir, args, agent, optimizer, global_step) -> None:
+    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped."""
+    state = {
+        "model": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "args": asdict(args),
         "global_step": global_step,
-        "episodic_returns": episodic_returns,
-        "episodic_lengths": episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
         "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-        "updates_per_worker": updates_per_worker,
     }
-
-
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
-@torch.no_grad()
-def play(
-    agent: Agent,
-    env_id: str,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    capture_video: bool = False,
-    video_dir: str = "videos",
-) -> list:
-    """Run the greedy policy for whole episodes."""
-    env = make_env(env_id, 0, capture_video, video_dir)()
-    returns = []
-    for episode in range(episodes):
-        raw_obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        while not done:
-            obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
-            action = agent.greedy_action(obs).cpu().numpy()[0]
-            raw_obs, reward, terminated, truncated, _ = env.step(to_env_action(action, env.action_space))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
+    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
@@ -851,30 +729,391 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     return agent, saved, env_id, device
 
 
-def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: int = 0,
-    cuda: bool = False,
-    capture_video: bool = False,
-) -> list:
-    """Load a model.pt and return the episodic returns of its greedy policy."""
-    agent, _, env_id, device = load_agent(model_path, env_id, cuda)
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
-    return play(agent, env_id, episodes, seed, device, capture_video, video_dir)
+# ---- Run folder, TensorBoard, W&B, progress
+def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
+    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
+    the same scalars to W&B with --track. Returns (run_dir, writer)."""
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        env_name = args.env_id.replace("/", "-").replace(":", "-")
+        script = os.path.basename(__file__)[:-3]
+        run_dir = os.path.join(
+            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    print(f"device: {device}, run: {run_dir}")
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return run_dir, writer
 
 
-if __name__ == "__main__":
+class TrainingLog:
+    """What the workers report, logged by the main process alone (TensorBoard, CleanRL's names):
+    the episodes' returns, the diagnostics of every log_every-th update of each worker, steps/s
+    and the learning rate once a second, the progress bar, and when a checkpoint is due."""
+
+    def __init__(self, args: Args, writer: SummaryWriter, global_step: int):
+        self.args, self.writer = args, writer
+        self.episodic_returns, self.episodic_lengths = [], []
+        self.updates_per_worker = [0] * args.num_workers
+        # The clock starts when every worker is ready: it measures training, not start-up.
+        self.start_time, self.start_step, self.last_log_time = None, global_step, 0.0
+        self.last_checkpoint_step = global_step
+        self.progress = make_progress(args.progress)
+        self.task = self.progress.add_task(
+            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
+        )
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def rollout(self, step: int, episodes: list, stats: Optional[dict]) -> None:
+        """Log one rollout's report: the episodes that ended in it, as RecordEpisodeStatistics saw
+        them, and the update's diagnostics when the worker sent them."""
+        for episode_step, r, length in episodes:
+            self.episodic_returns.append(r)
+            self.episodic_lengths.append(length)
+            self.writer.add_scalar("charts/episodic_return", r, episode_step)
+            self.writer.add_scalar("charts/episodic_length", length, episode_step)
+        for tag, value in (stats or {}).items():
+            self.writer.add_scalar(tag, value, step)
+
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def recent_return(self) -> float:
+        returns = self.episodic_returns[-20:]
+        return float(np.mean(returns)) if returns else float("nan")
+
+    def tick(self, global_step: int) -> None:
+        """Once a second: steps/s, the learning rate at the shared step, the progress bar."""
+        now = time.time()
+        if self.start_time is None or now - self.last_log_time < 1.0:
+            return
+        self.last_log_time = now
+        args, sps = self.args, self.sps(global_step)
+        frac = 1.0 - global_step / args.total_timesteps if args.anneal_lr else 1.0
+        self.writer.add_scalar("charts/SPS", sps, global_step)
+        self.writer.add_scalar("charts/learning_rate", frac * args.learning_rate, global_step)
+        self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
+
+    def checkpoint_due(self, global_step: int, last: bool) -> bool:
+        every = self.args.checkpoint_every
+        if every > 0 and (global_step - self.last_checkpoint_step >= every or last):
+            self.last_checkpoint_step = global_step
+            return True
+        return False
+
+
+def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
+    """Save model.pt, evaluate the greedy policy, and close the logs. Returns what `train`
+    returns."""
+    sps = log.sps(global_step)
+    writer.add_scalar("charts/SPS", sps, global_step)
+    model_path = None
+    if args.save_model:
+        model_path = os.path.join(run_dir, "model.pt")
+        model = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}
+        save_atomic(model, model_path)
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval")
+        eval_returns = play(agent, args.env_id, args.eval_episodes, first_eval_seed(args), device,
+                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print_eval(eval_returns, "greedy episodes")
+    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}")
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    return {
+        "global_step": global_step,
+        "episodic_returns": log.episodic_returns,
+        "episodic_lengths": log.episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+        "updates_per_worker": log.updates_per_worker,
+    }
+
+
+def print_eval(returns: list, what: str) -> None:
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+class EvalProgress:
+    """A progress bar over evaluation episodes, with the mean return so far."""
+
+    def __init__(self, enabled: bool, episodes: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.returns = []
+        self.progress = Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("mean return {task.fields[ret]:.1f}"),
+            disable=not (enabled and sys.stdout.isatty()),
+        )
+        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def advance(self, episode_return: float) -> None:
+        self.returns.append(episode_return)
+        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+# ---- Shared memory and worker processes
+def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None):
+    """Adam or RMSProp over the shared model, with its per-parameter statistics created now, in
+    shared memory, before the workers start. Each worker gets a copy of this optimizer object
+    whose state tensors are these same tensors, so every worker's step updates the statistics
+    all of them use (the paper's shared RMSProp; torch would otherwise create the state lazily,
+    at the first step, privately in each process). `state` is a saved state_dict to resume."""
+    if args.optimizer == "adam":
+        optimizer = torch.optim.Adam(
+            agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True
+        )
+        statistics = ("exp_avg", "exp_avg_sq")
+    else:
+        # alpha 0.99 and a large epsilon, as in the paper's shared RMSProp.
+        optimizer = torch.optim.RMSprop(
+            agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=0.1
+        )
+        statistics = ("square_avg",)
+    if state is not None:
+        optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param_state = optimizer.state[param]
+            if not param_state:
+                param_state["step"] = torch.zeros(())
+                for name in statistics:
+                    param_state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            for tensor in param_state.values():
+                tensor.share_memory_()
+    return optimizer
+
+
+def spawn_context():
+    """spawn, not fork: each worker is a fresh interpreter that imports this file (which does
+    nothing on import) and receives the shared tensors; fork would copy the main process's
+    threads and locks. Run as a script, multiprocessing re-imports this file by its path; loaded
+    by name, the workers find it through sys.path, which they inherit."""
+    script_dir = os.path.dirname(os.path.abspath(__file__))
+    if script_dir not in sys.path:
+        sys.path.append(script_dir)
+    return mp.get_context("spawn")
+
+
+def worker_main(worker_id, seed, args, *worker_args) -> None:
+    """Entry point of a worker process: --torch-threads threads (one by default), Ctrl-C left to
+    the main process, and any error sent to the main process as text instead of dying silently."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(args.torch_threads)
+    messages = worker_args[-1]
+    try:
+        worker(worker_id, seed, args, *worker_args)
+    except BaseException:
+        messages.put(("error", worker_id, traceback.format_exc()))
+
+
+class WorkerReport:
+    """A worker's messages to the main process, the only one that logs: ready, then the episodes
+    and diagnostics of each rollout, then done (an error is sent by worker_main)."""
+
+    def __init__(self, worker_id: int, args: Args, messages):
+        self.worker_id, self.args, self.messages = worker_id, args, messages
+        self.main_pid = os.getppid()
+        self.updates, self.finished = 0, []
+
+    def send(self, kind: str, payload) -> None:
+        self.messages.put((kind, self.worker_id, payload))
+
+    def ready_and_started(self, start, stop) -> bool:
+        """Say ready, and wait until every worker is, so that the clock measures training, not
+        start-up. False: stop instead."""
+        self.send("ready", None)
+        while not start.wait(timeout=1.0):
+            if stop.is_set() or self.main_process_gone():
+                return False
+        return True
+
+    def main_process_gone(self) -> bool:
+        """The main process is gone (killed): nobody reads our messages, so do not wait for them
+        to be delivered at exit."""
+        if os.getppid() == self.main_pid:
+            return False
+        self.messages.cancel_join_thread()
+        return True
+
+    def episodes(self, infos: dict, episode_step: int) -> None:
+        """Keep the episodes that ended at this step, as RecordEpisodeStatistics saw them."""
+        if "episode" not in infos:
+            return
+        for env_idx in np.flatnonzero(infos["_episode"]):
+            r, length = float(infos["episode"]["r"][env_idx]), int(infos["episode"]["l"][env_idx])
+            self.finished.append((episode_step, r, length))
+
+    def update(self, step, losses, grad_norm, values, returns, advantages) -> None:
+        """Send the rollout's episodes and, every log_every updates, the update's diagnostics."""
+        self.updates += 1
+        stats = None
+        if self.updates % self.args.log_every == 0:
+            stats = {f"losses/{name}": value.item() for name, value in losses.items()}
+            stats["losses/grad_norm"] = grad_norm.item()
+            ev = explained_variance(values.detach(), returns.reshape(-1))
+            stats["losses/explained_variance"] = ev
+            stats["charts/advantage_mean"] = advantages.mean().item()
+            stats["charts/advantage_std"] = advantages.std().item()
+        # A new list for the next rollout: the queue pickles this one later, in its own thread.
+        self.send("rollout", (step, self.finished, stats))
+        self.finished = []
+
+    def done(self) -> None:
+        self.send("done", self.updates)
+
+
+def supervise(args, workers, counter, start, stop, messages, log, main_handler, run_dir, agent,
+              optimizer) -> int:  # fmt: skip
+    """The main process's loop, until every worker is done: start them together once all are
+    ready, log what they report, write checkpoints; stop them all when one fails (WorkerError)
+    or on Ctrl-C (KeyboardInterrupt), keeping the logs written so far. Returns the step count."""
+    # Ctrl-C only raises a flag that the loop checks twice a second: an exception raised at an
+    # arbitrary point could leave a lock of the queue or of the TensorBoard writer held, and the
+    # shutdown waiting on it forever.
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    ready, done, silent_since = set(), set(), {}
+    try:
+        with log:
+            while len(done) < args.num_workers:
+                if interrupted:
+                    raise KeyboardInterrupt
+                try:
+                    kind, worker_id, payload = messages.get(timeout=0.5)
+                except queue.Empty:
+                    kind, worker_id, payload = None, None, None
+                if kind == "error":
+                    raise WorkerError(worker_id, payload)
+                if kind == "ready":
+                    ready.add(worker_id)
+                    if len(ready) == args.num_workers:
+                        log.start_time = time.time()
+                        start.set()
+                        plural = "es" if args.num_workers > 1 else ""
+                        print(
+                            f"training with {args.num_workers} worker process{plural}", flush=True
+                        )
+                elif kind == "done":
+                    done.add(worker_id)
+                    log.updates_per_worker[worker_id] = payload
+                elif kind == "rollout":
+                    log.rollout(*payload)
+                # A worker that ended without a last word (killed, out of memory) fails the run;
+                # a last word may still be on its way through the queue, so allow it a moment.
+                for i, w in enumerate(workers):
+                    if w.exitcode is not None and i not in done:
+                        if time.time() - silent_since.setdefault(i, time.time()) > 2.0:
+                            raise WorkerError(i, f"worker {i} died with exit code {w.exitcode}\n")
+                global_step = counter.value
+                log.tick(global_step)
+                if log.checkpoint_due(global_step, last=False):
+                    # With the step count as the weights are read: workers may have moved on.
+                    save_checkpoint(run_dir, args, agent, optimizer, counter.value)
+    except BaseException:
+        # Ctrl-C, or a worker failed: stop them all, keep the logs written so far, and report.
+        stop_workers(workers, messages, stop)
+        log.writer.close()
+        raise
+    finally:
+        signal.signal(signal.SIGINT, main_handler)
+    stop_workers(workers, messages, stop)  # all have said "done": wait for them to exit
+    return counter.value
+
+
+def stop_workers(workers: list, messages, stop, timeout: float = 10.0) -> None:
+    """Ask every worker to stop, wait for them, and end any that does not within the timeout.
+    The queue is emptied while waiting: a process exits only after its messages are delivered."""
+    stop.set()
+    deadline = time.time() + timeout
+    while any(w.is_alive() for w in workers) and time.time() < deadline:
+        try:
+            while True:
+                messages.get_nowait()
+        except queue.Empty:
+            pass
+        for w in workers:
+            w.join(timeout=0.05)
+    for w in workers:
+        if w.is_alive():
+            w.kill()
+        w.join()
+
+
+def main() -> None:
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
+    printed as one line with exit code 2, a failed worker with its traceback and exit code 1."""
     cli_args = tyro.cli(Args)
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
-            )
-            print(
-                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
-            )
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
+                cli_args.cuda, cli_args.capture_video, cli_args.progress,
+            )  # fmt: skip
+            print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)
     except ConfigError as e:
@@ -883,11 +1122,14 @@ if __name__ == "__main__":
     except WorkerError as e:
         worker_id, details = e.args
         print(details.rstrip(), file=sys.stderr)
-        print(
-            f"{os.path.basename(__file__)}: error: worker {worker_id} failed ({details.strip().splitlines()[-1]}); all workers stopped",
-            file=sys.stderr,
-        )
+        failure = details.strip().splitlines()[-1]
+        print(f"{os.path.basename(__file__)}: error: worker {worker_id} failed ({failure}); "
+              "all workers stopped", file=sys.stderr)  # fmt: skip
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"{os.path.basename(__file__)}: interrupted; all workers stopped", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,8 +18,12 @@ Reproduce the README's Breakout run (10M agent steps = 40M frames; a GPU makes i
 Data-parallel on N processes (GPUs or CPU cores) with PyTorch's own launcher; --num-envs and
 the batch stay the global figures, split over the processes:
     torchrun --standalone --nproc-per-node N ppo_atari.py --env-id BreakoutNoFrameskip-v4 --cuda
-Evaluate a saved model (full games, all lives):
+Evaluate a saved model (full games, all lives; the games of the evaluation that ended training):
     python ppo_atari.py --eval-only runs/<run>/model.pt
+
+Read from the top: the arguments, the environment, the math, the network, the training loop,
+evaluation. The last section, after "Plumbing", is what running a script needs and learning the
+algorithm does not: errors, checkpoint files, run folders, logging, torchrun, the command line.
 """
 
 import difflib
@@ -45,64 +49,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    # Experiment
-    env_id: str = "BreakoutNoFrameskip-v4"
-    """Atari game: `BreakoutNoFrameskip-v4`, `ALE/Breakout-v5`, `Breakout` or `breakout` name the same game"""
-    total_timesteps: int = 10_000_000
-    """total agent steps to train for, summed over all parallel environments (one step = 4 frames)"""
-    seed: int = 1
-    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
-    cuda: bool = False
-    """train on the GPU; stops with an error when no CUDA device is present"""
-    torch_threads: int = 0
-    """torch CPU threads for the convolutions (0: this machine's cores, shared among its torchrun processes)"""
-    torch_deterministic: bool = True
-    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
-    track: bool = False
-    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
-    wandb_project_name: str = "reference-rl"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases team or user"""
-    capture_video: bool = False
-    """record videos of the evaluation games to `{run_dir}/videos-eval` (training runs in C++, unseen)"""
-    save_model: bool = True
-    """write `model.pt` (weights, args) at the end of training"""
-    checkpoint_every: int = 0
-    """write `checkpoint.pt` every this many agent steps (0: never); `--resume` reads it"""
-    resume: Optional[str] = None
-    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
-    eval_only: Optional[str] = None
-    """path of a `model.pt`: evaluate it for `--eval-episodes` games and exit, no training"""
-    eval_episodes: int = 10
-    """full games (all lives) of the deterministic (greedy) policy played after training (0: skip)"""
-    progress: bool = True
-    """show a progress bar (only when stdout is a terminal)"""
-    runs_dir: str = "runs"
-    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
-    dist_timeout: int = 300
-    """under torchrun: seconds a process waits for the others before the job fails"""
-
-    # Atari environment (defaults: the NoFrameskip-v4 protocol of the PPO and CleanRL benchmarks)
-    env_threads: int = 0
-    """threads of ale_py's vector environment (0: this machine's cores, shared among its torchrun processes)"""
-    frame_skip: int = 4
-    """emulator frames per agent step; the observation is the max of the last two"""
-    frame_stack: int = 4
-    """frames stacked into one observation"""
-    noop_max: int = 30
-    """at most this many random no-op actions start each game, so starts differ"""
-    repeat_action_probability: float = 0.0
-    """sticky actions: chance that the emulator repeats the previous action (ALE v5 uses 0.25)"""
-    max_episode_frames: int = 108_000
-    """a game is truncated after this many emulator frames (30 minutes of play)"""
-    life_loss_ends_bootstrap: bool = True
-    """a lost life ends the value bootstrap, as if the game were over (the reported score still
-    covers the whole game)"""
-    clip_rewards: bool = True
-    """train on sign(reward) in {-1, 0, 1}; the logged returns are always the real game score"""
-
     # Algorithm
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """Atari game: BreakoutNoFrameskip-v4, ALE/Breakout-v5, Breakout, breakout: the same game"""
+    total_timesteps: int = 10_000_000
+    """total agent steps to train for, summed over all parallel games (one step = 4 frames)"""
     num_envs: int = 8
     """parallel games (ale_py's AtariVectorEnv)"""
     num_steps: int = 128
@@ -134,31 +85,64 @@ class Args:
     target_kl: Optional[float] = None
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
 
+    # Atari environment (defaults: the NoFrameskip-v4 protocol of the PPO and CleanRL benchmarks)
+    frame_skip: int = 4
+    """emulator frames per agent step; the observation is the max of the last two"""
+    frame_stack: int = 4
+    """frames stacked into one observation"""
+    noop_max: int = 30
+    """at most this many random no-op actions start each game, so starts differ"""
+    repeat_action_probability: float = 0.0
+    """sticky actions: chance that the emulator repeats the previous action (ALE v5 uses 0.25)"""
+    max_episode_frames: int = 108_000
+    """a game is truncated after this many emulator frames (30 minutes of play)"""
+    life_loss_ends_bootstrap: bool = True
+    """a lost life ends the value bootstrap, as if the game were over (the score goes on)"""
+    clip_rewards: bool = True
+    """train on sign(reward) in {-1, 0, 1}; the logged returns are always the real game score"""
 
-class ConfigError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+    # Run
+    seed: int = 1
+    """seed of torch, numpy, python and the environments: same seed, same CPU run, same numbers"""
+    cuda: bool = False
+    """train on the GPU; stops with an error when no CUDA device is present"""
+    torch_threads: int = 0
+    """torch CPU threads for the convolutions (0: the cores, shared among torchrun processes)"""
+    env_threads: int = 0
+    """threads of ale_py's vector environment (0: the cores, shared among torchrun processes)"""
+    torch_deterministic: bool = True
+    """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    eval_episodes: int = 10
+    """full games (all lives) of the greedy policy played after training (0: skip)"""
+    eval_seed: Optional[int] = None
+    """seed of the first evaluation episode, the next count up (default: seed + 10000)"""
+    save_model: bool = True
+    """write `model.pt` (weights, args) at the end of training"""
+    checkpoint_every: int = 0
+    """write `checkpoint.pt` every this many agent steps (0: never); `--resume` reads it"""
+    resume: Optional[str] = None
+    """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
+    eval_only: Optional[str] = None
+    """path of a `model.pt`: evaluate it for `--eval-episodes` games and exit, no training"""
+    capture_video: bool = False
+    """record videos of the evaluation games to `{run_dir}/videos-eval` (training is unseen)"""
+    track: bool = False
+    """send the TensorBoard scalars to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "reference-rl"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases team or user"""
+    progress: bool = True
+    """show a progress bar (only when stdout is a terminal)"""
+    runs_dir: str = "runs"
+    """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
+    dist_timeout: int = 300
+    """under torchrun: seconds a process waits for the others before the job fails"""
 
 
 # ---------------------------------------------------------------------------------------------
 # Environment
 # ---------------------------------------------------------------------------------------------
-def check_env(env_id: str) -> str:
-    """Return the ROM name of the game that env_id names ('BreakoutNoFrameskip-v4',
-    'ALE/Breakout-v5', 'Breakout' -> 'breakout'), or refuse it in one line."""
-    rom_ids = ale_py.roms.get_all_rom_ids()
-    name = env_id.split("/")[-1]
-    name = re.sub(r"(-ram)?(NoFrameskip|Deterministic)?(-v\d+)?$", "", name)
-    game = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()  # MsPacman -> ms_pacman
-    if game in rom_ids:
-        return game
-    gym.register_envs(ale_py)
-    if env_id in gym.registry:
-        raise ConfigError(f"{env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py")
-    close = difflib.get_close_matches(game, rom_ids, n=5, cutoff=0.6)
-    hint = f"; close matches: {', '.join(close)}" if close else "; ale_py's games: ale_py.roms.get_all_rom_ids()"
-    raise ConfigError(f"unknown environment id {env_id!r}: no Atari game {game!r}{hint}")
-
-
 def make_env(game: str, args: Args, capture_video: bool, video_dir: str) -> gym.Env:
     """One game with the vector env's preprocessing, for evaluation and video: the same pixels
     the agent trained on (tests/test_ppo_atari.py checks it frame by frame)."""
@@ -170,8 +154,12 @@ def make_env(game: str, args: Args, capture_video: bool, video_dir: str) -> gym.
         render_mode="rgb_array" if capture_video else None,
     )
     if capture_video:
-        env = gym.wrappers.RecordVideo(env, video_dir, fps=60, disable_logger=True)  # every emulator frame
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=args.noop_max, frame_skip=args.frame_skip, screen_size=84)
+        env = gym.wrappers.RecordVideo(
+            env, video_dir, fps=60, disable_logger=True
+        )  # every emulator frame
+    env = gym.wrappers.AtariPreprocessing(
+        env, noop_max=args.noop_max, frame_skip=args.frame_skip, screen_size=84
+    )
     return gym.wrappers.FrameStackObservation(env, args.frame_stack, padding_type="zero")
 
 
@@ -253,7 +241,8 @@ def value_loss(
     clip_vloss: bool,
 ) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
-    where the clipped prediction stays within clip_coef of the value that collected the data."""
+    where the clipped prediction stays within clip_coef of the value that collected the data.
+    The range clip_coef is in the units of the values: of scaled rewards under --norm-reward."""
     unclipped = (new_values - returns) ** 2
     if not clip_vloss:
         return 0.5 * unclipped.mean()
@@ -262,8 +251,13 @@ def value_loss(
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / (std + 1e-8): advantages of one minibatch on a common scale."""
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
 def approx_kl(ratio: torch.Tensor) -> torch.Tensor:
-    """Estimate of KL(old || new) from probability ratios r = pi_new / pi_old: mean((r - 1) - log r),
+    """Estimate of KL(old || new) from ratios r = pi_new / pi_old: mean((r - 1) - log r),
     unbiased and never negative (http://joschu.net/blog/kl-approx.html)."""
     return ((ratio - 1.0) - ratio.log()).mean()
 
@@ -277,7 +271,7 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks
+# The network
 # ---------------------------------------------------------------------------------------------
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
     """Orthogonal weights and zero bias, the initialization of the original PPO code."""
@@ -339,8 +333,357 @@ class Agent(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
+# Training
 # ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    """Train with PPO, on one process or on each of torchrun's; returns the step count, the
+    episodes' returns, steps/s, the run folder and the model file (the rest of the plumbing is
+    at the end of the file)."""
+    args, checkpoint = args_to_run(args)
+    rank, world_size, local_rank = init_distributed(args)
+    device = select_device(args.cuda, args.torch_threads, local_rank)
+    run_dir, writer = start_run(args, checkpoint, device, rank, world_size)
+    # Each rank samples its own actions and minibatches: seed + rank.
+    seed_everything(args.seed + rank, args.torch_deterministic)
+
+    # The batch and minibatch sizes are global; each rank holds its share of the envs and of
+    # every minibatch. The gradient, averaged over ranks, is the one of the global minibatch,
+    # but for the advantages: each rank normalizes those of its own share of the minibatch.
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+    num_envs, local_batch_size, local_minibatch_size = (
+        n // world_size for n in (args.num_envs, batch_size, minibatch_size)
+    )
+
+    envs = make_vector_env(args, check_env(args.env_id), num_envs)
+    obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
+    agent = Agent(args.frame_stack, int(envs.single_action_space.n)).to(device)
+    # fused: one kernel updates all parameters, measurably faster for small networks.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    global_step, start_iteration = restore(
+        args, checkpoint, agent, optimizer, device, rank, world_size
+    )
+
+    # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. Unlike
+    # the other PPO scripts, which value the whole batch in one pass after the rollout, the
+    # log-probabilities and values come with each action: the convolutions are the cost, both
+    # heads share them, and the weights do not change during the rollout, so they are the same
+    # numbers without a second pass over the frames. Rewards and dones arrive from the envs as
+    # numpy arrays and stay numpy until the rollout ends: one transfer per rollout, not per step.
+    obs = torch.zeros((args.num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((args.num_steps, num_envs), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, num_envs), device=device)
+    values = torch.zeros((args.num_steps, num_envs), device=device)
+    rewards_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
+    dones_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
+
+    def to_obs_tensor(raw) -> torch.Tensor:
+        return torch.as_tensor(raw, device=device)
+
+    # Env i of rank r is env r * num_envs + i of the whole run, seeded as in one process. A
+    # resumed run starts fresh games, seeded differently from the first start.
+    first_seed = args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs
+    raw_obs, infos = envs.reset(seed=first_seed)
+    next_obs = to_obs_tensor(raw_obs)
+    lives = infos["lives"]
+    with TrainingLog(args, writer, global_step, rank, world_size) as log:
+        size = obs.numel() * obs.element_size() / 2**20
+        log.print(f"rollout buffer: frames {size:.1f} MiB (uint8) on {device}")
+        for iteration in range(start_iteration, num_iterations + 1):
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            # ---- Rollout.
+            truncated_slots, truncated_obs = [], []
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                obs[step] = next_obs
+                with torch.no_grad():
+                    action, logprobs[step], values[step] = agent.sample_action(next_obs)
+                actions[step] = action
+                raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                rewards_np[step] = np.sign(reward) if args.clip_rewards else reward
+                # A lost life ends the bootstrap (the value of what follows is not counted),
+                # but not the game: the game's score keeps adding up for the statistics.
+                life_ended = (infos["lives"] < lives) & args.life_loss_ends_bootstrap
+                lives = infos["lives"]
+                dones_np[step] = terminations | truncations | life_ended
+                next_obs = to_obs_tensor(raw_obs)
+
+                # Time-limit truncation is not failure: remember the real last observation,
+                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+                for env_idx in np.flatnonzero(truncations & ~terminations & ~life_ended):
+                    truncated_slots.append((step, env_idx))
+                    truncated_obs.append(infos["final_obs"][env_idx])
+                log.episodes(infos, global_step)
+
+            # ---- Advantages, with every value from the weights that acted.
+            with torch.no_grad():
+                rewards = torch.as_tensor(rewards_np, device=device).clone()
+                dones = torch.as_tensor(dones_np, device=device)
+                if truncated_obs:
+                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
+                    for (step, env_idx), final_value in zip(truncated_slots, final_values):
+                        rewards[step, env_idx] += args.gamma * final_value
+                next_value = agent.get_value(next_obs)
+                advantages = compute_gae(
+                    rewards, values, dones, next_value, args.gamma, args.gae_lambda
+                )
+                returns = advantages + values
+            log.gather_episodes()  # the games of all ranks, so that the log covers every env
+
+            b_obs = obs.reshape(-1, *obs_shape)
+            b_actions = actions.reshape(-1)
+            b_logprobs = logprobs.reshape(-1)
+            b_values = values.reshape(-1)
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+
+            # ---- Update: several epochs of minibatch steps on the clipped objective.
+            ratios = []  # of every minibatch, for the diagnostics
+            for epoch in range(args.update_epochs):
+                permutation = torch.randperm(local_batch_size, device=device)
+                for start in range(0, local_batch_size, local_minibatch_size):
+                    mb = permutation[start : start + local_minibatch_size]
+                    new_logprob, entropy, new_value = agent.evaluate_actions(
+                        b_obs[mb], b_actions[mb]
+                    )
+                    logratio = new_logprob - b_logprobs[mb]
+                    ratio = logratio.exp()
+                    ratios.append(ratio.detach())
+
+                    mb_advantages = b_advantages[mb]
+                    if args.norm_adv:
+                        mb_advantages = normalize(mb_advantages)
+
+                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
+                    v_loss = value_loss(
+                        new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss
+                    )
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    average_gradients(agent, world_size)  # under torchrun: the mean over ranks
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+
+                # All ranks must take the same decision: they judge the mean KL over ranks.
+                if args.target_kl is not None:
+                    if all_reduce_mean(approx_kl(ratios[-1]), world_size) > args.target_kl:
+                        break
+
+            losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
+            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
+                       b_advantages)  # fmt: skip
+            if log.checkpoint_due(global_step, iteration == num_iterations):
+                save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
+
+    envs.close()
+    return finish_run(args, agent, run_dir, writer, log, global_step, device, world_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def play(
+    agent: Agent,
+    args: Args,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    capture_video: bool = False,
+    video_dir: str = "videos",
+    progress: bool = False,
+) -> list:
+    """Run the greedy policy for whole games (all lives) of args.env_id, the first seeded `seed`,
+    the next counting up; returns the scores."""
+    env = make_env(check_env(args.env_id), args, capture_video, video_dir)
+    returns = []
+    with EvalProgress(progress, episodes) as shown:
+        for episode in range(episodes):
+            raw_obs, _ = env.reset(seed=seed + episode)
+            done, total = False, 0.0
+            while not done:
+                obs = torch.as_tensor(np.asarray(raw_obs), device=device).unsqueeze(0)
+                raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(obs)))
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+            shown.advance(total)
+    env.close()
+    return returns
+
+
+def evaluate(
+    model_path: str,
+    env_id: Optional[str] = None,
+    episodes: int = 10,
+    seed: Optional[int] = None,
+    cuda: bool = False,
+    capture_video: bool = False,
+    progress: bool = False,
+) -> list:
+    """Load a model.pt and return the scores of its greedy policy over full games. The default
+    seed is that of the evaluation at the end of its training, so that the same games are played."""
+    agent, saved, _, device = load_agent(model_path, env_id, cuda)
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    seed = first_eval_seed(saved) if seed is None else seed
+    return play(agent, saved, episodes, seed, device, capture_video, video_dir, progress)
+
+
+# =============================================================================================
+# Plumbing: what running the script needs and learning the algorithm does not. A reader of
+# the algorithm may stop here.
+# =============================================================================================
+class ConfigError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def validate(args: Args) -> None:
+    """Refuse, in one line, the settings that cannot mean anything."""
+    for name in ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                 "clip_coef", "max_grad_norm", "frame_skip", "frame_stack", "max_episode_frames",
+                 "dist_timeout"]:  # fmt: skip
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+    for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every",
+                 "noop_max", "torch_threads", "env_threads"]:  # fmt: skip
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
+    for name in ["gamma", "gae_lambda", "repeat_action_probability"]:
+        if not 0 <= getattr(args, name) <= 1:
+            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
+    if args.target_kl is not None and not args.target_kl > 0:
+        raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        raise ConfigError(
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into "
+            f"{args.num_minibatches} minibatches"
+        )
+    if args.total_timesteps < batch_size:
+        raise ConfigError(
+            f"--total-timesteps {args.total_timesteps} is less than one batch "
+            f"(num_envs * num_steps = {batch_size})"
+        )
+    world_size = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's processes
+    if args.num_envs % world_size != 0 or (batch_size // args.num_minibatches) % world_size != 0:
+        raise ConfigError(
+            f"--num-envs and the minibatch size must divide evenly over the {world_size} processes"
+        )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_env(env_id: str) -> str:
+    """Return the ROM name of the game that env_id names ('BreakoutNoFrameskip-v4',
+    'ALE/Breakout-v5', 'Breakout' -> 'breakout'), or refuse it in one line."""
+    rom_ids = ale_py.roms.get_all_rom_ids()
+    name = env_id.split("/")[-1]
+    name = re.sub(r"(-ram)?(NoFrameskip|Deterministic)?(-v\d+)?$", "", name)
+    game = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()  # MsPacman -> ms_pacman
+    if game in rom_ids:
+        return game
+    gym.register_envs(ale_py)
+    if env_id in gym.registry:
+        raise ConfigError(
+            f"{env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py"
+        )
+    close = difflib.get_close_matches(game, rom_ids, n=5, cutoff=0.6)
+    if close:
+        hint = f"; close matches: {', '.join(close)}"
+    else:
+        hint = "; ale_py's games: ale_py.roms.get_all_rom_ids()"
+    raise ConfigError(f"unknown environment id {env_id!r}: no Atari game {game!r}{hint}")
+
+
+def select_device(cuda: bool, torch_threads: int, local_rank: int = 0) -> torch.device:
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    if not cuda:
+        torch.set_num_threads(torch_threads or cores_per_process())
+        return torch.device("cpu")
+    # Under torchrun, each process on a machine takes its own GPU: NCCL refuses two on one.
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"process {local_rank} on this machine has no GPU of its own: torch sees "
+            f"{torch.cuda.device_count()}; start at most that many with torchrun --nproc-per-node"
+        )
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
+# ---- Data parallelism under torchrun: each process (rank) runs its share of the envs;
+# gradients are averaged over ranks at every minibatch, so all ranks keep identical parameters.
+# Started with plain `python`, the world is one rank and none of this communicates.
+def init_distributed(args: Args) -> tuple:
+    """(rank, world_size, local_rank) from torchrun's environment variables."""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1 and not dist.is_initialized():
+        # NCCL between GPUs, gloo between CPU processes. The timeout turns a rank that died
+        # into an error in the others instead of a hang.
+        backend = "nccl" if args.cuda else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=args.dist_timeout))
+    return rank, world_size, int(os.environ.get("LOCAL_RANK", 0))
+
+
+def all_reduce_mean(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The tensor's mean over the ranks, in place; itself when there is one process."""
+    if world_size > 1:
+        dist.all_reduce(tensor)
+        tensor /= world_size
+    return tensor
+
+
+def average_gradients(model: nn.Module, world_size: int) -> None:
+    """Replace every gradient by its mean over the ranks (each rank's is of its own minibatch)."""
+    for parameter in model.parameters():
+        all_reduce_mean(parameter.grad, world_size)
+
+
+def gather_lists(items: list, world_size: int) -> list:
+    """Every rank's list of plain Python items, concatenated in rank order."""
+    if world_size == 1:
+        return items
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, items)
+    return [item for rank_items in gathered for item in rank_items]
+
+
+class NullWriter:
+    """The TensorBoard writer of the ranks other than 0, which write nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    add_histogram = add_text = add_scalar
+
+    def close(self) -> None:
+        pass
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    """All randomness of the script comes from torch; the envs have their own seeds."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = torch_deterministic
+
+
+def first_eval_seed(args: Args) -> int:
+    """Evaluation plays games the training never saw."""
+    return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
+
+
+# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
 def save_atomic(obj: dict, path: str) -> None:
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
@@ -365,414 +708,59 @@ def load_file(path: str, required_keys: tuple) -> dict:
     return data
 
 
-def select_device(cuda: bool, torch_threads: int, local_rank: int = 0) -> torch.device:
-    if cuda and not torch.cuda.is_available():
-        raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
-    if not cuda:
-        torch.set_num_threads(torch_threads or cores_per_process())
-        return torch.device("cpu")
-    # Under torchrun, each process on a machine takes its own GPU: NCCL refuses two on one.
-    if local_rank >= torch.cuda.device_count():
-        raise ConfigError(
-            f"process {local_rank} on this machine has no GPU of its own: torch sees {torch.cuda.device_count()}; "
-            "start at most that many with torchrun --nproc-per-node"
-        )
-    device = torch.device("cuda", local_rank)
-    torch.cuda.set_device(device)
-    return device
-
-
-# ---------------------------------------------------------------------------------------------
-# Data parallelism under torchrun: each process (rank) runs its share of the envs; gradients
-# are averaged over ranks at every minibatch, so all ranks keep identical parameters.
-# Started with plain `python`, the world is one rank and none of this communicates.
-# ---------------------------------------------------------------------------------------------
-def init_distributed(args: Args) -> tuple:
-    """(rank, world_size, local_rank) from torchrun's environment variables."""
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world_size > 1 and not dist.is_initialized():
-        # NCCL between GPUs, gloo between CPU processes. The timeout turns a rank that died
-        # into an error in the others instead of a hang.
-        backend = "nccl" if args.cuda else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=args.dist_timeout))
-    return rank, world_size, int(os.environ.get("LOCAL_RANK", 0))
-
-
-def average_gradients(model: nn.Module, world_size: int) -> None:
-    """Replace every gradient by its mean over the ranks (each rank's is of its own minibatch)."""
-    for parameter in model.parameters():
-        dist.all_reduce(parameter.grad)
-        parameter.grad /= world_size
-
-
-def gather_lists(items: list, world_size: int) -> list:
-    """Every rank's list of plain Python items, concatenated in rank order."""
-    if world_size == 1:
-        return items
-    gathered = [None] * world_size
-    dist.all_gather_object(gathered, items)
-    return [item for rank_items in gathered for item in rank_items]
-
-
-def validate(args: Args, world_size: int = 1) -> None:
-    batch_size = args.num_envs * args.num_steps
-    if args.total_timesteps <= 0:
-        raise ConfigError(f"--total-timesteps must be positive, got {args.total_timesteps}")
-    if args.num_envs <= 0 or args.num_steps <= 0 or args.num_minibatches <= 0:
-        raise ConfigError("--num-envs, --num-steps and --num-minibatches must be positive")
-    if batch_size % args.num_minibatches != 0:
-        raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
-        )
-    if args.total_timesteps < batch_size:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
-        )
-    if args.frame_skip <= 0 or args.frame_stack <= 0 or args.noop_max < 0:
-        raise ConfigError("--frame-skip and --frame-stack must be positive, --noop-max not negative")
-    if args.num_envs % world_size != 0 or (batch_size // args.num_minibatches) % world_size != 0:
-        raise ConfigError(f"--num-envs and the minibatch size must divide evenly over the {world_size} processes")
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-def train(args: Args) -> dict:
+def args_to_run(args: Args) -> tuple:
+    """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
+    how it is run (device, progress, W&B) may change. Returns (args, checkpoint or None)."""
     checkpoint = None
     if args.resume is not None:
-        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
-        # The checkpoint's settings define the run; only how it is run may change.
+        required = ("model", "optimizer", "args", "global_step", "iteration")
+        checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
+        saved.resume, saved.cuda, saved.progress, saved.track = (
+            args.resume, args.cuda, args.progress, args.track
+        )  # fmt: skip
         args = saved
-    rank, world_size, local_rank = init_distributed(args)
-    validate(args, world_size)
-    game = check_env(args.env_id)
-    device = select_device(args.cuda, args.torch_threads, local_rank)
+    validate(args)
+    check_env(args.env_id)
+    return args, checkpoint
 
-    # The batch and minibatch sizes are global; each rank holds its share of the envs and of
-    # every minibatch. The gradient, averaged over ranks, is the one of the global minibatch.
-    batch_size = args.num_envs * args.num_steps
-    minibatch_size = batch_size // args.num_minibatches
-    num_iterations = args.total_timesteps // batch_size
-    num_envs, local_batch_size, local_minibatch_size = (
-        n // world_size for n in (args.num_envs, batch_size, minibatch_size)
-    )
-    is_main = rank == 0  # only rank 0 writes logs, checkpoints and the model
 
-    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
-        run_dir = checkpoint["run_dir"]
-    else:
-        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{os.path.basename(__file__)[:-3]}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
-    run_dir = gather_lists([run_dir], world_size)[0]  # rank 0's, named at rank 0's clock
-    if is_main:
-        os.makedirs(run_dir, exist_ok=True)
-        print(f"device: {device}, run: {run_dir}" + (f", {world_size} processes" if world_size > 1 else ""))
-
-    if args.track and is_main:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=os.path.basename(run_dir),
-            save_code=True,
-        )
-    writer = SummaryWriter(run_dir) if is_main else None
-    if is_main:
-        writer.add_text(
-            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-        )
-
-    # Seeding: all randomness of the script comes from torch; the envs have their own seeds.
-    # Each rank samples its own actions and minibatches: seed + rank.
-    random.seed(args.seed + rank)
-    np.random.seed(args.seed + rank)
-    torch.manual_seed(args.seed + rank)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-
-    envs = make_vector_env(args, game, num_envs)
-    obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
-    n_actions = int(envs.single_action_space.n)
-
-    agent = Agent(args.frame_stack, n_actions).to(device)
-    # fused: one kernel updates all parameters, measurably faster for small networks.
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-
+def restore(args: Args, checkpoint, agent: Agent, optimizer, device, rank, world_size) -> tuple:
+    """Load a checkpoint's weights, optimizer and random state; returns (global_step, first
+    iteration), which are (0, 1) for a new run. Under torchrun, every rank then takes rank 0's
+    weights, so that all start equal."""
     global_step, start_iteration = 0, 1
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step = checkpoint["global_step"]
-        start_iteration = checkpoint["iteration"] + 1
-        if is_main:  # rank 0 carries on its saved random stream; the others start new ones
+        global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
+        if rank == 0:  # rank 0 carries on its saved random stream; the others start new ones
             torch.set_rng_state(checkpoint["torch_rng_state"])
             if device.type == "cuda" and "cuda_rng_state" in checkpoint:
                 torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
             print(f"resumed from {args.resume} at step {global_step}")
         else:
             torch.manual_seed(args.seed + rank + global_step)
-    if world_size > 1:  # every rank starts from rank 0's weights
+    if world_size > 1:
         for parameter in agent.parameters():
             dist.broadcast(parameter.data, src=0)
+    return global_step, start_iteration
 
-    # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. The
-    # log-probabilities and values come with each action (the network is shared), so nothing
-    # is recomputed after the rollout. Rewards and dones arrive from the envs as numpy arrays
-    # and stay numpy until the rollout ends: one transfer per rollout, not per step.
-    obs = torch.zeros((args.num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
-    actions = torch.zeros((args.num_steps, num_envs), dtype=torch.long, device=device)
-    logprobs = torch.zeros((args.num_steps, num_envs), device=device)
-    values = torch.zeros((args.num_steps, num_envs), device=device)
-    rewards_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
-    dones_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
-    if is_main:
-        print(f"rollout buffer: frames {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8) on {device}")
 
-    def to_obs_tensor(raw) -> torch.Tensor:
-        return torch.as_tensor(raw, device=device)
-
-    # Env i of rank r is env r * num_envs + i of the whole run, seeded as in one process. A
-    # resumed run starts fresh games, seeded differently from the first start.
-    raw_obs, infos = envs.reset(seed=args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs)
-    next_obs = to_obs_tensor(raw_obs)
-    lives = infos["lives"]
-    episodic_returns, episodic_lengths = [], []
-    last_checkpoint_step = global_step
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    start_time, start_step = time.time(), global_step
-
-    progress = make_progress(args.progress and is_main)
-    task = progress.add_task("training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan"))
-    with progress:
-        for iteration in range(start_iteration, num_iterations + 1):
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / num_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
-
-            # ---- Rollout.
-            truncated_slots, truncated_obs = [], []
-            finished = []  # (step, return, length) of the games that ended in this rollout
-            with torch.no_grad():
-                for step in range(args.num_steps):
-                    global_step += args.num_envs
-                    obs[step] = next_obs
-                    action, logprobs[step], values[step] = agent.sample_action(next_obs)
-                    actions[step] = action
-                    raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                    rewards_np[step] = np.sign(reward) if args.clip_rewards else reward
-                    # A lost life ends the bootstrap (the value of what follows is not counted),
-                    # but not the game: the game's score keeps adding up for the statistics.
-                    life_ended = (infos["lives"] < lives) & args.life_loss_ends_bootstrap
-                    lives = infos["lives"]
-                    dones_np[step] = terminations | truncations | life_ended
-                    next_obs = to_obs_tensor(raw_obs)
-
-                    # Time-limit truncation is not failure: remember the real last observation,
-                    # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
-                    for env_idx in np.flatnonzero(truncations & ~terminations & ~life_ended):
-                        truncated_slots.append((step, env_idx))
-                        truncated_obs.append(infos["final_obs"][env_idx])
-
-                    if "episode" in infos:
-                        for env_idx in np.flatnonzero(infos["_episode"]):
-                            episode = infos["episode"]
-                            finished.append((global_step, float(episode["r"][env_idx]), int(episode["l"][env_idx])))
-
-                rewards = torch.as_tensor(rewards_np, device=device).clone()
-                dones = torch.as_tensor(dones_np, device=device)
-                if truncated_obs:
-                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
-                    for (step, env_idx), final_value in zip(truncated_slots, final_values):
-                        rewards[step, env_idx] += args.gamma * final_value
-                next_value = agent.get_value(next_obs)
-                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
-                returns = advantages + values
-
-            # The games of all ranks, so that the logged return covers every env.
-            for step, episodic_return, episodic_length in gather_lists(finished, world_size):
-                episodic_returns.append(episodic_return)
-                episodic_lengths.append(episodic_length)
-                if is_main:
-                    writer.add_scalar("charts/episodic_return", episodic_return, step)
-                    writer.add_scalar("charts/episodic_length", episodic_length, step)
-
-            b_obs = obs.reshape(-1, *obs_shape)
-            b_actions = actions.reshape(-1)
-            b_logprobs = logprobs.reshape(-1)
-            b_values = values.reshape(-1)
-            b_advantages = advantages.reshape(-1)
-            b_returns = returns.reshape(-1)
-
-            # ---- Update: several epochs of minibatch steps on the clipped objective.
-            ratios = []  # of every minibatch, for the diagnostics below
-            for epoch in range(args.update_epochs):
-                permutation = torch.randperm(local_batch_size, device=device)
-                for start in range(0, local_batch_size, local_minibatch_size):
-                    mb = permutation[start : start + local_minibatch_size]
-                    new_logprob, entropy, new_value = agent.evaluate_actions(b_obs[mb], b_actions[mb])
-                    logratio = new_logprob - b_logprobs[mb]
-                    ratio = logratio.exp()
-
-                    ratios.append(ratio.detach())
-
-                    mb_advantages = b_advantages[mb]
-                    if args.norm_adv:
-                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
-                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
-                    v_loss = value_loss(new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss)
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
-
-                    optimizer.zero_grad()
-                    loss.backward()
-                    if world_size > 1:
-                        average_gradients(agent, world_size)
-                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
-
-                if args.target_kl is not None:
-                    # All ranks must take the same decision: they judge the mean KL over ranks.
-                    kl = approx_kl(ratios[-1])
-                    if world_size > 1:
-                        dist.all_reduce(kl)
-                        kl /= world_size
-                    if kl > args.target_kl:
-                        break
-
-            # ---- Logging, once per update, and checkpoints: rank 0's job.
-            if not is_main:
-                continue
-            sps = int((global_step - start_step) / (time.time() - start_time))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/advantage_mean", b_advantages.mean().item(), global_step)
-            writer.add_scalar("charts/advantage_std", b_advantages.std().item(), global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-            # KL and clip fraction of the last minibatch (as CleanRL logs them) and over the update.
-            all_ratios = torch.cat(ratios)
-            writer.add_scalar("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
-            writer.add_scalar(
-                "losses/clipfrac", ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(), global_step
-            )
-            writer.add_scalar("losses/explained_variance", explained_variance(b_values, b_returns), global_step)
-            writer.add_scalar("losses/grad_norm", grad_norm.item(), global_step)
-            writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
-            recent = np.mean(episodic_returns[-20:]) if episodic_returns else float("nan")
-            progress.update(task, completed=global_step, sps=sps, ret=recent)
-
-            if args.checkpoint_every > 0 and (
-                global_step - last_checkpoint_step >= args.checkpoint_every or iteration == num_iterations
-            ):
-                last_checkpoint_step = global_step
-                state = {
-                    "model": agent.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "args": asdict(args),
-                    "global_step": global_step,
-                    "iteration": iteration,
-                    "run_dir": run_dir,
-                    "torch_rng_state": torch.get_rng_state(),
-                }
-                if device.type == "cuda":
-                    state["cuda_rng_state"] = torch.cuda.get_rng_state()
-                save_atomic(state, checkpoint_path)
-
-    envs.close()
-    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
-    if world_size > 1:
-        dist.destroy_process_group()
-
-    model_path = None
-    if args.save_model and is_main:
-        model_path = os.path.join(run_dir, "model.pt")
-        save_atomic({"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}, model_path)
-
-    eval_returns = []
-    if args.eval_episodes > 0 and is_main:
-        eval_returns = play(
-            agent,
-            args,
-            args.eval_episodes,
-            args.seed + 10_000,
-            device,
-            args.capture_video,
-            os.path.join(run_dir, "videos-eval"),
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print(
-            f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} greedy episodes"
-        )
-    if is_main:
-        print(
-            f"done: {global_step} steps, {sps} steps/s, last 20 episodes {np.mean(episodic_returns[-20:]) if episodic_returns else float('nan'):.1f}"
-        )
-        writer.close()
-    if args.track and is_main:
-        wandb.finish()
-    return {
+def save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device) -> None:
+    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped."""
+    state = {
+        "model": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "args": asdict(args),
         "global_step": global_step,
-        "episodic_returns": episodic_returns,
-        "episodic_lengths": episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
+        "iteration": iteration,
         "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+        "torch_rng_state": torch.get_rng_state(),
     }
-
-
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
-@torch.no_grad()
-def play(
-    agent: Agent,
-    args: Args,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    capture_video: bool = False,
-    video_dir: str = "videos",
-) -> list:
-    """Run the greedy policy for whole games (all lives) of args.env_id; returns the scores."""
-    env = make_env(check_env(args.env_id), args, capture_video, video_dir)
-    returns = []
-    for episode in range(episodes):
-        raw_obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        while not done:
-            obs = torch.as_tensor(np.asarray(raw_obs), device=device).unsqueeze(0)
-            raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(obs)))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
+    if device.type == "cuda":
+        state["cuda_rng_state"] = torch.cuda.get_rng_state()
+    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
@@ -788,37 +776,261 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     try:
         agent.load_state_dict(data["model"])
     except RuntimeError as e:
-        raise ConfigError(f"{model_path} does not fit {saved.env_id}: {str(e).splitlines()[0]}") from None
+        first_line = str(e).splitlines()[0]
+        raise ConfigError(f"{model_path} does not fit {saved.env_id}: {first_line}") from None
     agent.eval()
     return agent, saved, saved.env_id, device
 
 
-def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: int = 0,
-    cuda: bool = False,
-    capture_video: bool = False,
-) -> list:
-    """Load a model.pt and return the scores of its greedy policy over full games."""
-    agent, saved, _, device = load_agent(model_path, env_id, cuda)
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
-    return play(agent, saved, episodes, seed, device, capture_video, video_dir)
+# ---- Run folder, TensorBoard, W&B, progress
+def start_run(args: Args, checkpoint: Optional[dict], device, rank: int, world_size: int) -> tuple:
+    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
+    the same scalars to W&B with --track. Under torchrun, rank 0 names the folder and writes; the
+    other ranks get a writer that writes nothing. Returns (run_dir, writer)."""
+    if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
+        run_dir = checkpoint["run_dir"]
+    else:
+        env_name = args.env_id.replace("/", "-").replace(":", "-")
+        script = os.path.basename(__file__)[:-3]
+        run_dir = os.path.join(
+            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
+        )
+    run_dir = gather_lists([run_dir], world_size)[0]  # rank 0's, named at rank 0's clock
+    if rank != 0:
+        return run_dir, NullWriter()
+    os.makedirs(run_dir, exist_ok=True)
+    processes = f", {world_size} processes" if world_size > 1 else ""
+    print(f"device: {device}, run: {run_dir}{processes}")
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=os.path.basename(run_dir),
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    return run_dir, writer
 
 
-if __name__ == "__main__":
+class TrainingLog:
+    """The episodes' returns, the diagnostics of every update (TensorBoard, CleanRL's names),
+    the progress bar, and when a checkpoint is due. Under torchrun, every rank's games are
+    counted, and only rank 0 prints, shows progress and writes checkpoints."""
+
+    def __init__(self, args: Args, writer, global_step: int, rank: int, world_size: int):
+        self.args, self.writer = args, writer
+        self.is_main, self.world_size = rank == 0, world_size
+        self.episodic_returns, self.episodic_lengths = [], []
+        self.finished = []  # (step, return, length) of this rank's games not yet gathered
+        self.start_time, self.start_step = time.time(), global_step
+        self.last_checkpoint_step = global_step
+        self.progress = make_progress(args.progress and self.is_main)
+        self.task = self.progress.add_task(
+            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
+        )
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def print(self, text: str) -> None:
+        if self.is_main:
+            print(text)
+
+    def episodes(self, infos: dict, global_step: int) -> None:
+        """Keep the games that ended at this step, as RecordEpisodeStatistics saw them."""
+        if "episode" not in infos:
+            return
+        for env_idx in np.flatnonzero(infos["_episode"]):
+            episode = infos["episode"]
+            self.finished.append(
+                (global_step, float(episode["r"][env_idx]), int(episode["l"][env_idx]))
+            )
+
+    def gather_episodes(self) -> None:
+        """Log the games of every rank that ended since the last call (every rank calls it)."""
+        for step, episodic_return, episodic_length in gather_lists(self.finished, self.world_size):
+            self.episodic_returns.append(episodic_return)
+            self.episodic_lengths.append(episodic_length)
+            self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+            self.writer.add_scalar("charts/episodic_length", episodic_length, step)
+        self.finished = []
+
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def recent_return(self) -> float:
+        returns = self.episodic_returns[-20:]
+        return float(np.mean(returns)) if returns else float("nan")
+
+    def update(
+        self,
+        global_step,
+        optimizer,
+        losses,
+        ratios,
+        grad_norm,
+        values,
+        returns,
+        advantages,
+        **charts,
+    ) -> None:
+        """What diagnosing PPO needs, once per update: the losses of the last minibatch, KL and
+        clip fraction (of the last minibatch, as CleanRL logs them, and over the update), and
+        the script's own `charts`."""
+        add = self.writer.add_scalar
+        sps = self.sps(global_step)
+        add("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        add("charts/SPS", sps, global_step)
+        add("charts/advantage_mean", advantages.mean().item(), global_step)
+        add("charts/advantage_std", advantages.std().item(), global_step)
+        for name, value in losses.items():
+            add(f"losses/{name}", value.item(), global_step)
+        all_ratios = torch.cat(ratios)
+        add("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
+        add("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
+        clipfrac = ((all_ratios - 1.0).abs() > self.args.clip_coef).float().mean()
+        add("losses/clipfrac", clipfrac.item(), global_step)
+        add("losses/explained_variance", explained_variance(values, returns), global_step)
+        add("losses/grad_norm", grad_norm.item(), global_step)
+        for name, value in charts.items():
+            add(f"charts/{name}", value.item(), global_step)
+        self.writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+        self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
+
+    def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
+        every = self.args.checkpoint_every
+        if (
+            self.is_main
+            and every > 0
+            and (global_step - self.last_checkpoint_step >= every or last_iteration)
+        ):
+            self.last_checkpoint_step = global_step
+            return True
+        return False
+
+
+def finish_run(args, agent, run_dir, writer, log, global_step, device, world_size) -> dict:
+    """Save model.pt, evaluate the greedy policy, and close the logs (rank 0 alone, after the
+    ranks have parted). Returns what `train` returns."""
+    sps = log.sps(global_step)
+    if world_size > 1:
+        dist.destroy_process_group()
+    model_path = None
+    if args.save_model and log.is_main:
+        model_path = os.path.join(run_dir, "model.pt")
+        model = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}
+        save_atomic(model, model_path)
+    eval_returns = []
+    if args.eval_episodes > 0 and log.is_main:
+        video_dir = os.path.join(run_dir, "videos-eval")
+        eval_returns = play(agent, args, args.eval_episodes, first_eval_seed(args), device,
+                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        for i, r in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", r, i)
+        print_eval(eval_returns, "greedy episodes")
+    log.print(
+        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}"
+    )
+    writer.close()
+    if args.track and log.is_main:
+        import wandb
+
+        wandb.finish()
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    return {
+        "global_step": global_step,
+        "episodic_returns": log.episodic_returns,
+        "episodic_lengths": log.episodic_lengths,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
+    }
+
+
+def print_eval(returns: list, what: str) -> None:
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+
+
+class EvalProgress:
+    """A progress bar over evaluation episodes, with the mean return so far."""
+
+    def __init__(self, enabled: bool, episodes: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.returns = []
+        self.progress = Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("mean return {task.fields[ret]:.1f}"),
+            disable=not (enabled and sys.stdout.isatty()),
+        )
+        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def advance(self, episode_return: float) -> None:
+        self.returns.append(episode_return)
+        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+def main() -> None:
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
+    printed as one line with exit code 2."""
     cli_args = tyro.cli(Args)
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.seed, cli_args.cuda, cli_args.capture_video
-            )
-            print(
-                f"eval: mean return {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} over {len(eval_returns)} episodes: {eval_returns}"
-            )
+                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
+                cli_args.cuda, cli_args.capture_video, cli_args.progress,
+            )  # fmt: skip
+            print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)
     except ConfigError as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

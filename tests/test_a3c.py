@@ -4,6 +4,7 @@ orphan process, no hang), runs, checkpoints, clear errors, and that it learns wi
 (and does not when the gradients never reach the shared model or the policy gradient is
 flipped). Every test that starts processes has a timeout."""
 
+import ast
 import importlib.util
 import os
 import select
@@ -47,7 +48,8 @@ def sut():
 
 
 # A run of a few seconds: 2 workers, rollouts of 2 envs x 4 steps.
-TINY = dict(num_workers=2, num_envs=2, num_steps=4, total_timesteps=400, hidden_size=16, eval_episodes=2, progress=False)  # fmt: skip
+TINY = dict(num_workers=2, num_envs=2, num_steps=4, total_timesteps=400, hidden_size=16,
+            eval_episodes=2, progress=False)  # fmt: skip
 ROLLOUT = TINY["num_envs"] * TINY["num_steps"]
 
 
@@ -217,8 +219,9 @@ def test_a_step_taken_in_one_process_is_seen_in_another():
 def learned_value(tmp_path, end: str) -> float:
     # The Box-action variants: this also runs the Gaussian head end to end.
     args = tiny_args(
-        tmp_path, env_id=f"test/Constant{end}Box-v0", num_workers=1, total_timesteps=6400, num_envs=4, num_steps=8, gamma=0.9,
-        learning_rate=3e-3, anneal_lr=False, max_grad_norm=10.0, eval_episodes=0,
+        tmp_path, env_id=f"test/Constant{end}Box-v0", num_workers=1, total_timesteps=6400,
+        num_envs=4, num_steps=8, gamma=0.9, learning_rate=3e-3, anneal_lr=False,
+        max_grad_norm=10.0, eval_episodes=0,
     )  # fmt: skip
     agent, *_ = a3c.load_agent(a3c.train(args)["model_path"])
     assert agent.actor_logstd.shape == (1,)
@@ -259,9 +262,10 @@ def test_tiny_run_logs_saves_and_evaluates(tmp_path):
     assert all(not torch.equal(initial[name], checkpoint["model"][name]) for name in initial)
 
     scalars = read_scalars(result["run_dir"])
-    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/value_loss",
-                "losses/policy_loss", "losses/entropy", "losses/explained_variance", "losses/grad_norm",
-                "charts/advantage_mean", "charts/advantage_std", "eval/episodic_return"]:  # fmt: skip
+    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/SPS",
+                "losses/value_loss", "losses/policy_loss", "losses/entropy",
+                "losses/explained_variance", "losses/grad_norm", "charts/advantage_mean",
+                "charts/advantage_std", "eval/episodic_return"]:  # fmt: skip
         assert tag in scalars, tag
     # The main process logged every episode the workers reported, in the order it got them.
     logged = [v for _, v in scalars["charts/episodic_return"]]
@@ -312,27 +316,51 @@ def test_resume_carries_on_from_the_checkpoint(tmp_path, monkeypatch):
         (dict(env_id="NoSuchEnv-v0"), "unknown environment id 'NoSuchEnv-v0'"),
         (dict(env_id="test/A3CMultiDiscrete-v0"), r"needs Discrete\(n\) or a 1-D Box"),
         (dict(total_timesteps=0), "--total-timesteps must be positive"),
-        (
-            dict(num_workers=0),
-            "--num-workers, --num-envs, --num-steps and --log-every must be positive",
-        ),
         (dict(total_timesteps=5), "less than one rollout"),
         (dict(resume="missing/checkpoint.pt"), "no such file: missing/checkpoint.pt"),
         (dict(cuda=True), "--cuda is not supported: A3C's workers are CPU processes"),
+        # Every knob with a meaningful range: refused before anything runs.
+        (dict(total_timesteps=-5), "--total-timesteps must be positive, got -5"),
+        (dict(num_workers=0), "--num-workers must be positive, got 0"),
+        (dict(num_envs=0), "--num-envs must be positive, got 0"),
+        (dict(num_steps=-1), "--num-steps must be positive, got -1"),
+        (dict(max_grad_norm=0.0), "--max-grad-norm must be positive, got 0.0"),
+        (dict(reward_scale=-1.0), "--reward-scale must be positive, got -1.0"),
+        (dict(hidden_size=0), "--hidden-size must be positive, got 0"),
+        (dict(torch_threads=0), "--torch-threads must be positive, got 0"),
+        (dict(log_every=0), "--log-every must be positive, got 0"),
+        (dict(learning_rate=-1.0), "--learning-rate must be 0 or more, got -1.0"),
+        (dict(learning_rate=float("nan")), "--learning-rate must be 0 or more, got nan"),
+        (dict(ent_coef=-0.01), "--ent-coef must be 0 or more, got -0.01"),
+        (dict(vf_coef=-1.0), "--vf-coef must be 0 or more, got -1.0"),
+        (dict(eval_episodes=-1), "--eval-episodes must be 0 or more, got -1"),
+        (dict(checkpoint_every=-5), "--checkpoint-every must be 0 or more, got -5"),
+        (dict(gamma=1.5), "--gamma must be between 0 and 1, got 1.5"),
+        (dict(gae_lambda=2.0), "--gae-lambda must be between 0 and 1, got 2.0"),
+        (dict(gae_lambda=float("nan")), "--gae-lambda must be between 0 and 1, got nan"),
     ],
 )
 def test_bad_input_is_refused_clearly(tmp_path, overrides, message):
     with pytest.raises(a3c.ConfigError, match=message):
         a3c.train(tiny_args(tmp_path, **overrides))
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
 
 
-@pytest.mark.parametrize("case", ["unknown env", "corrupt model", "cuda"])
+def test_an_observation_that_cannot_be_flattened_is_named(tmp_path):
+    with pytest.raises(
+        a3c.ConfigError, match=r"the observation part observation\['items'\] \(Sequence"
+    ):
+        a3c.train(tiny_args(tmp_path, env_id="test/SequenceObs-v0"))
+
+
+@pytest.mark.parametrize("case", ["unknown env", "corrupt model", "cuda", "out of range"])
 def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
     (in_tmp / "garbage.pt").write_bytes(b"not a checkpoint")
     argv, message = {
         "unknown env": (["--env-id", "NoSuchEnv-v0"], "unknown environment id"),
         "corrupt model": (["--eval-only", "garbage.pt"], "cannot read garbage.pt"),
         "cuda": (["--cuda"], "--cuda is not supported"),
+        "out of range": (["--gamma", "2"], "--gamma must be between 0 and 1, got 2.0"),
     }[case]
     proc = run_cli("a3c.py", *argv, "--no-progress", cwd=in_tmp, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -344,28 +372,22 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
 
 def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(in_tmp):
     flags = cli_flags(TINY)
-    proc = run_cli("a3c.py", *flags, "--num-workers=1", "--eval-episodes=1", "--log-every=1", "--no-progress",
-                   cwd=in_tmp, timeout=120)  # fmt: skip
+    proc = run_cli("a3c.py", *flags, "--num-workers=1", "--eval-episodes=1", "--log-every=1",
+                   "--no-progress", cwd=in_tmp, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "training with 1 worker process\n" in proc.stdout
     (model,) = (in_tmp / "runs").glob("CartPole-v1__a3c__1__*/model.pt")
     # One worker updates the shared model alone, in a fixed order: deterministic but for the
     # learning rate's log, written by the main process at the moments its clock decides.
     assert_scalars_match_recording("a3c", model.parent, skip=("charts/learning_rate",))
-    proc = run_cli(
-        "a3c.py",
-        "--eval-only",
-        str(model),
-        "--eval-episodes",
-        "2",
-        "--seed",
-        "7",
-        cwd=in_tmp,
-        timeout=60,
-    )
+    # --eval-only replays the games of the evaluation that ended the training, then the next
+    # ones; a fresh process that reloads the model plays exactly the games this one plays.
+    proc = run_cli("a3c.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp,
+                   timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    printed = proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1]
-    assert printed == str(a3c.evaluate(str(model), episodes=2, seed=7))
+    printed = ast.literal_eval(proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1])
+    assert printed[0] == read_scalars(str(model.parent))["eval/episodic_return"][0][1]
+    assert printed == a3c.evaluate(str(model), episodes=2)
 
 
 def test_help_says_workers_are_cpu_processes(in_tmp):
@@ -399,8 +421,10 @@ def start_cli(tmp_path, *argv, env=None) -> subprocess.Popen:
     python_path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "a3c.py"), "--no-progress", "--runs-dir", str(tmp_path / "runs"), *argv],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, str(ROOT / "a3c.py"), "--no-progress", "--runs-dir",
+         str(tmp_path / "runs"), *argv],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
 
 
@@ -437,8 +461,9 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple:
 def test_a_worker_that_raises_stops_all_workers_with_its_error(tmp_path):
     # One worker's env raises; the other would run for a billion steps if nobody stopped it.
     flag = str(tmp_path / "failed")
-    proc = start_cli(tmp_path, "--env-id", "test_a3c:test/A3CFailing-v0", "--total-timesteps", "1000000000",
-                     "--num-workers", "2", env={"A3C_TEST_FAIL_FLAG": flag})  # fmt: skip
+    proc = start_cli(tmp_path, "--env-id", "test_a3c:test/A3CFailing-v0", "--total-timesteps",
+                     "1000000000", "--num-workers", "2",
+                     env={"A3C_TEST_FAIL_FLAG": flag})  # fmt: skip
     rc, _, stderr = finish(proc)
     assert rc == 1 and os.path.exists(flag)
     lines = stderr.strip().splitlines()
@@ -462,7 +487,11 @@ def test_ctrl_c_stops_all_workers(tmp_path):
 def test_a_killed_worker_stops_the_run(tmp_path):
     proc = start_cli(tmp_path, "--total-timesteps", "1000000000", "--num-workers", "2")
     wait_for_line(proc, "training with 2 worker processes")
-    workers = [pid for pid in live_processes_in_group(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+    workers = [
+        pid
+        for pid in live_processes_in_group(proc.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
     rc, _, stderr = finish(proc)
@@ -489,8 +518,8 @@ def load_mutant(tmp_path, name: str, old: str, new: str):
 
 def learning_score(module, tmp_path) -> float:
     """Mean return of the last 20 training episodes (the stochastic policy) after 40k steps."""
-    args = module.Args(num_workers=2, total_timesteps=40_000, progress=False, eval_episodes=0, save_model=False,
-                       runs_dir=str(tmp_path / "runs"))  # fmt: skip
+    args = module.Args(num_workers=2, total_timesteps=40_000, progress=False, eval_episodes=0,
+                       save_model=False, runs_dir=str(tmp_path / "runs"))  # fmt: skip
     return float(np.mean(module.train(args)["episodic_returns"][-20:]))
 
 
