@@ -501,8 +501,8 @@ def train(args: Args) -> dict:
     num_iterations = args.total_timesteps // batch_size
 
     # Rollout storage. Observations are stored raw, and the agent normalizes its windows
-    # itself: the statistics change only between rollouts, so the update sees exactly what the
-    # policy saw when it acted. The history holds, per env, the K - 1 observations carried over
+    # itself: the statistics change only after each update, so the update sees exactly what
+    # the policy saw when it acted. The history holds, per env, the K - 1 observations carried over
     # from the previous rollout, then this rollout's: step t's observation is row K - 1 + t, and
     # its window is rows t .. t + K - 1 (episode_windows). Rewards and dones arrive from the
     # envs as numpy arrays and stay numpy until the rollout ends: one transfer per rollout.
@@ -608,11 +608,6 @@ def train(args: Args) -> dict:
                 )
                 returns = advantages + values
 
-                # Observation statistics: updated once per rollout, after its advantages, so that
-                # every step of a batch (and its bootstrap values) saw the same normalization.
-                if agent.obs_rms is not None:
-                    agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))
-
                 # The last K - 1 rows are carried over as the next rollout's first ones.
                 obs[:carried] = obs[args.num_steps :].clone()
                 episode_start -= args.num_steps
@@ -651,6 +646,12 @@ def train(args: Args) -> dict:
 
                 if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
                     break
+
+            # Observation statistics: updated once per rollout, after its update. The windows are
+            # stored raw and the agent normalizes them, so every step of the batch, its bootstrap
+            # values and every epoch of the update saw the statistics the policy acted with.
+            if agent.obs_rms is not None:
+                agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
 
             # Where the current step looks, in the last block, averaged over heads and the batch:
             # entropy of its attention (0: one slot; log K: spread evenly over a full window) and

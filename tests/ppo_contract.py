@@ -197,6 +197,26 @@ def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
     assert sut.module.evaluate(result["model_path"], episodes=3, seed=5) == returns
 
 
+def test_every_update_starts_from_the_policy_that_acted(sut, tmp_path, monkeypatch):
+    # With a learning rate of 0 the policy never changes, so every ratio pi_new / pi_old of every
+    # minibatch must be 1: the update must see the inputs the policy acted on, with the
+    # observation statistics of that rollout (they move after it), and the logged KL and clip
+    # fraction must be 0.
+    ratios, original = [], sut.module.policy_loss
+
+    def record(ratio, advantages, clip_coef):
+        ratios.append(ratio.detach())
+        return original(ratio, advantages, clip_coef)
+
+    monkeypatch.setattr(sut.module, "policy_loss", record)
+    norm = {"norm_obs": True} if hasattr(sut.module.Args, "norm_obs") else {}
+    result = sut.module.train(sut.args(tmp_path, learning_rate=0.0, eval_episodes=0, **norm))
+    assert (torch.cat(ratios) - 1.0).abs().max().item() < 1e-5
+    scalars = read_scalars(result["run_dir"])
+    for tag in ["losses/approx_kl", "losses/clipfrac"]:
+        assert max(abs(v) for _, v in scalars[tag]) < 1e-6, tag
+
+
 def test_same_seed_same_numbers(sut, tmp_path):
     runs = [
         sut.module.train(sut.args(tmp_path / name, seed=seed))

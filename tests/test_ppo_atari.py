@@ -22,6 +22,7 @@ from ppo_contract import (  # noqa: F401  (the contract's tests that do not need
     test_cli_run_matches_the_recorded_scalars_and_its_model_replays,
     test_corrupt_or_foreign_files_are_refused,
     test_cuda_without_a_gpu_is_refused,
+    test_every_update_starts_from_the_policy_that_acted,
     test_gae_batch_with_episode_ends_in_the_middle,
     test_gae_matches_seed_example,
     test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu,
