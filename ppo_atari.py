@@ -62,6 +62,8 @@ class Args:
     """Adam learning rate"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over training"""
+    lr_schedule_steps: int = 0
+    """steps over which the learning rate decays to 0 (0: --total-timesteps; more: stop midway)"""
     gamma: float = 0.99
     """discount factor"""
     gae_lambda: float = 0.95
@@ -352,6 +354,7 @@ def train(args: Args) -> dict:
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
+    schedule_iterations = (args.lr_schedule_steps or args.total_timesteps) // batch_size
     num_envs, local_batch_size, local_minibatch_size = (
         n // world_size for n in (args.num_envs, batch_size, minibatch_size)
     )
@@ -392,7 +395,7 @@ def train(args: Args) -> dict:
         log.print(f"rollout buffer: frames {size:.1f} MiB (uint8) on {device}")
         for iteration in range(start_iteration, num_iterations + 1):
             if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / num_iterations
+                frac = 1.0 - (iteration - 1.0) / schedule_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             # ---- Rollout.
@@ -560,6 +563,11 @@ def validate(args: Args) -> None:
             raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
     if args.target_kl is not None and not args.target_kl > 0:
         raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
+    if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
+        raise ConfigError(
+            f"--lr-schedule-steps must be 0 or at least --total-timesteps, "
+            f"got {args.lr_schedule_steps}"
+        )
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(

@@ -217,6 +217,14 @@ def test_every_update_starts_from_the_policy_that_acted(sut, tmp_path, monkeypat
         assert max(abs(v) for _, v in scalars[tag]) < 1e-6, tag
 
 
+def test_a_longer_schedule_stops_training_partway_down(sut, tmp_path):
+    # The same 2 updates on a schedule of 8: the learning rate has decayed by 1/8 at the second.
+    args = sut.args(tmp_path, lr_schedule_steps=8 * sut.batch, eval_episodes=0, save_model=False)
+    result = sut.module.train(args)
+    lrs = [v for _, v in read_scalars(result["run_dir"])["charts/learning_rate"]]
+    assert lrs == pytest.approx([args.learning_rate, args.learning_rate * 7 / 8])
+
+
 def test_same_seed_same_numbers(sut, tmp_path):
     runs = [
         sut.module.train(sut.args(tmp_path / name, seed=seed))
@@ -398,6 +406,10 @@ def test_interrupted_save_keeps_the_previous_file(sut, tmp_path, monkeypatch):
         (dict(target_kl=0.0), "--target-kl must be positive"),
         (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
         (dict(checkpoint_every=-5), "--checkpoint-every must be 0 or more"),
+        (
+            dict(lr_schedule_steps=100),
+            "--lr-schedule-steps must be 0 or at least --total-timesteps",
+        ),
         (dict(torch_threads=-1), "--torch-threads must be"),  # 0 means "all cores" in ppo_atari.py
     ],
 )

@@ -16,6 +16,7 @@ import torch
 
 from conftest import ROOT, PPOScript, cli_flags, read_scalars, run_cli
 from ppo_contract import (  # noqa: F401  (the contract's tests that do not need the test/* envs)
+    test_a_longer_schedule_stops_training_partway_down,
     test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise,
     test_bad_input_is_refused_clearly,
     test_cli_errors_are_one_line_without_traceback,
