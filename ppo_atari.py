@@ -115,7 +115,11 @@ class Args:
     torch_deterministic: bool = True
     """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
     eval_episodes: int = 10
-    """full games (all lives) of the greedy policy played after training (0: skip)"""
+    """full games (all lives) played after training, sampling actions as in training (0: skip)"""
+    eval_greedy: bool = False
+    """evaluate the greedy policy (argmax) instead; the published Atari scores sample"""
+    eval_idle_frames: int = 18_000
+    """an evaluation game ends after this many frames without a point (5 minutes; 0: never)"""
     eval_seed: Optional[int] = None
     """seed of the first evaluation episode, the next count up (default: seed + 10000)"""
     save_model: bool = True
@@ -311,13 +315,13 @@ class Agent(nn.Module):
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.features(obs)).squeeze(-1)
 
-    def sample_action(self, obs: torch.Tensor):
+    def sample_action(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None):
         """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
         The convolutions are the costly part and both heads share them, so the log-probability
         and the value come with the action: (action, log_prob, value)."""
         hidden = self.features(obs)
         logits = self.actor(hidden)
-        gumbel = -torch.empty_like(logits).exponential_().log()
+        gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
         action = torch.argmax(logits + gumbel, dim=-1)
         log_prob = torch.log_softmax(logits, dim=-1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
         return action, log_prob, self.critic(hidden).squeeze(-1)
@@ -503,19 +507,29 @@ def play(
     video_dir: str = "videos",
     progress: bool = False,
 ) -> list:
-    """Run the greedy policy for whole games (all lives) of args.env_id, the first seeded `seed`,
-    the next counting up; returns the scores."""
+    """Play whole games (all lives) of args.env_id, the first seeded `seed`, the next counting up;
+    returns the scores. The policy samples its actions as in training, as the published Atari
+    scores do (with its own generator, seeded too), or with args.eval_greedy takes the argmax.
+    A game without a point for args.eval_idle_frames ends there: an untrained agent that never
+    presses FIRE, or a trained one caught in a loop, would otherwise play to the frame limit."""
     env = make_env(check_env(args.env_id), args, capture_video, video_dir)
+    generator = torch.Generator(device).manual_seed(seed)
     returns = []
     with EvalProgress(progress, episodes) as shown:
         for episode in range(episodes):
             raw_obs, _ = env.reset(seed=seed + episode)
-            done, total = False, 0.0
+            done, total, idle_frames = False, 0.0, 0
             while not done:
                 obs = torch.as_tensor(np.asarray(raw_obs), device=device).unsqueeze(0)
-                raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(obs)))
+                if args.eval_greedy:
+                    action = agent.greedy_action(obs)
+                else:
+                    action, _, _ = agent.sample_action(obs, generator)
+                raw_obs, reward, terminated, truncated, _ = env.step(int(action))
                 total += float(reward)
-                done = terminated or truncated
+                idle_frames = 0 if reward != 0 else idle_frames + args.frame_skip
+                stuck = args.eval_idle_frames > 0 and idle_frames >= args.eval_idle_frames
+                done = terminated or truncated or stuck
             returns.append(total)
             shown.advance(total)
     env.close()
@@ -530,10 +544,13 @@ def evaluate(
     cuda: bool = False,
     capture_video: bool = False,
     progress: bool = False,
+    greedy: Optional[bool] = None,
 ) -> list:
-    """Load a model.pt and return the scores of its greedy policy over full games. The default
-    seed is that of the evaluation at the end of its training, so that the same games are played."""
+    """Load a model.pt and return its scores over full games, played as `play` says. The default
+    seed is that of the evaluation at the end of its training, so that the same games are played.
+    `greedy` (None: as the model's run was evaluated) picks the argmax policy."""
     agent, saved, _, device = load_agent(model_path, env_id, cuda)
+    saved.eval_greedy = saved.eval_greedy if greedy is None else greedy
     video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
     seed = first_eval_seed(saved) if seed is None else seed
     return play(agent, saved, episodes, seed, device, capture_video, video_dir, progress)
@@ -555,7 +572,7 @@ def validate(args: Args) -> None:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every",
-                 "noop_max", "torch_threads", "env_threads"]:  # fmt: skip
+                 "noop_max", "torch_threads", "env_threads", "eval_idle_frames"]:  # fmt: skip
         if not getattr(args, name) >= 0:
             raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
     for name in ["gamma", "gae_lambda", "repeat_action_probability"]:
@@ -947,7 +964,7 @@ def finish_run(args, agent, run_dir, writer, log, global_step, device, world_siz
                             args.capture_video, video_dir, args.progress)  # fmt: skip
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
-        print_eval(eval_returns, "greedy episodes")
+        print_eval(eval_returns, "greedy games" if args.eval_greedy else "games")
     log.print(
         f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}"
     )
@@ -1030,7 +1047,7 @@ def main() -> None:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
                 cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
-                cli_args.cuda, cli_args.capture_video, cli_args.progress,
+                cli_args.cuda, cli_args.capture_video, cli_args.progress, cli_args.eval_greedy,
             )  # fmt: skip
             print_eval(eval_returns, f"episodes: {eval_returns}")
         else:

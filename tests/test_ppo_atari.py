@@ -224,6 +224,49 @@ def test_flipped_policy_gradient_does_not_learn_the_side_game(side_game, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------
+# Evaluation: whole games that end, reproducibly
+# ---------------------------------------------------------------------------------------------
+def counted_steps(monkeypatch) -> list:
+    """Patch make_env so that the evaluation's env counts its steps per game into the list."""
+    counts, original = [], atari.make_env
+
+    class Counting(gym.Wrapper):
+        def reset(self, **kwargs):
+            counts.append(0)
+            return self.env.reset(**kwargs)
+
+        def step(self, action):
+            counts[-1] += 1
+            return self.env.step(action)
+
+    monkeypatch.setattr(atari, "make_env", lambda *a, **k: Counting(original(*a, **k)))
+    return counts
+
+
+def test_a_first_run_evaluates_in_games_that_end(tmp_path, monkeypatch):
+    # An untrained agent on real Breakout, games not cut (108,000 frames): sampling, it presses
+    # FIRE and loses its 5 lives within a few hundred steps; greedy, it may never press FIRE,
+    # and the idle limit ends the game after 18,000 frames without a point (4,500 steps).
+    counts = counted_steps(monkeypatch)
+    args = SCRIPT.args(tmp_path, max_episode_frames=108_000, eval_episodes=2)
+    result = atari.train(args)
+    assert len(counts) == 2 and max(counts) < 2_000
+    assert len(result["eval_returns"]) == 2
+    counts.clear()
+    agent, saved, *_ = atari.load_agent(result["model_path"])
+    monkeypatch.setattr(atari.Agent, "greedy_action", lambda self, obs: torch.tensor([0]))  # NOOP
+    saved.eval_greedy, saved.max_episode_frames = True, 108_000
+    assert atari.play(agent, saved, 1, 0, torch.device("cpu")) == [0.0]
+    assert counts == [18_000 // 4]
+
+
+def test_the_sampling_evaluation_replays_with_its_seed(tmp_path):
+    result = atari.train(SCRIPT.args(tmp_path, eval_episodes=2))
+    again = atari.evaluate(result["model_path"], episodes=2)
+    assert again == result["eval_returns"]
+
+
+# ---------------------------------------------------------------------------------------------
 # Video and the command line
 # ---------------------------------------------------------------------------------------------
 def test_capture_video_records_the_evaluation_game(tmp_path):
