@@ -49,7 +49,12 @@ CLEANRL_SETTINGS = (
 # Speed runs skip the evaluation and the model file: steps/s is what they measure.
 SPEED_FLAGS = ["--eval-episodes", "0", "--no-save-model"]
 EXPERIMENTS = {
-    "cartpole": {"script": "ppo_discrete.py", "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
+    "cartpole": {
+        "script": "ppo_discrete.py",
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": [],
+    },
     "lunarlander": {
         "script": "ppo_discrete.py",
         "env_id": "LunarLander-v3",
@@ -76,8 +81,18 @@ EXPERIMENTS = {
             "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3 --init-log-std 0"
         ).split(),
     },
-    "halfcheetah": {"script": "ppo_continuous.py", "env_id": "HalfCheetah-v4", "steps": 1_000_000, "flags": []},
-    "bipedalwalker": {"script": "ppo_continuous.py", "env_id": "BipedalWalker-v3", "steps": 2_000_000, "flags": []},
+    "halfcheetah": {
+        "script": "ppo_continuous.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 1_000_000,
+        "flags": [],
+    },
+    "bipedalwalker": {
+        "script": "ppo_continuous.py",
+        "env_id": "BipedalWalker-v3",
+        "steps": 2_000_000,
+        "flags": [],
+    },
     # RL Zoo's tuned HalfCheetah settings (hyperparams/ppo.yml). Its vf_coef 0.58 multiplies
     # SB3's value loss, a plain MSE; ours has a factor 1/2, hence 1.16.
     "halfcheetah-zoo": {
@@ -93,7 +108,12 @@ EXPERIMENTS = {
     },
     "sac-pendulum": {"script": "sac.py", "env_id": "Pendulum-v1", "steps": 20_000, "flags": []},
     # HalfCheetah's target is 1M steps on a GPU; on 2 CPU cores, the first 100k (95k updates).
-    "sac-halfcheetah-cpu": {"script": "sac.py", "env_id": "HalfCheetah-v4", "steps": 100_000, "flags": []},
+    "sac-halfcheetah-cpu": {
+        "script": "sac.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 100_000,
+        "flags": [],
+    },
     # 300k steps on CPU, the budget where other projects publish curves (read off their plots,
     # "~"; Tianshou's are its stated means over 10 seeds). HalfCheetah v2/v3 and v4 share dynamics.
     "sac-halfcheetah-300k": {
@@ -164,6 +184,19 @@ EXPERIMENTS = {
         "steps": 10_000_000,
         "flags": ["--cuda"],
     },
+    # 1M agent steps on CPU, of the 10M schedule that the defaults and the peers run (their
+    # values at 1M are read off 10M runs, whose learning rate had barely begun to decay).
+    "breakout-1m": {
+        "script": "ppo_atari.py",
+        "env_id": "BreakoutNoFrameskip-v4",
+        "steps": 1_000_000,
+        "flags": ["--lr-schedule-steps", "10000000", "--torch-threads", "1", "--env-threads", "1"],
+        "published": [
+            ("CleanRL, training (~)", [(1_000_000, 19)]),
+            ("RL Zoo, training", [(1_000_000, 25.7)]),
+            ("openai/baselines ppo2 (~)", [(1_000_000, 25)]),
+        ],
+    },
     "breakout-cpu": {
         "script": "ppo_atari.py",
         "env_id": "BreakoutNoFrameskip-v4",
@@ -191,7 +224,12 @@ EXPERIMENTS = {
         "flags": SPEED_FLAGS,
         "torchrun": 2,
     },
-    "cleanrl-atari-speed": {"baseline": True, "env_id": "BreakoutNoFrameskip-v4", "steps": 20_480, "flags": []},
+    "cleanrl-atari-speed": {
+        "baseline": True,
+        "env_id": "BreakoutNoFrameskip-v4",
+        "steps": 20_480,
+        "flags": [],
+    },
     # Continuous control at CleanRL's settings, which are sac.py's defaults and ppo_continuous.py's
     # but for the initial log std (CleanRL's 0 is passed): PPO 1 env x 2048 steps, 10 epochs,
     # 32 minibatches; SAC 256x256 networks, batch 256, 5k random steps then one update per step
@@ -202,7 +240,12 @@ EXPERIMENTS = {
         "steps": 20_480,
         "flags": [*SPEED_FLAGS, "--init-log-std", "0"],
     },
-    "cleanrl-halfcheetah-speed": {"baseline": True, "env_id": "HalfCheetah-v4", "steps": 20_480, "flags": []},
+    "cleanrl-halfcheetah-speed": {
+        "baseline": True,
+        "env_id": "HalfCheetah-v4",
+        "steps": 20_480,
+        "flags": [],
+    },
     "sac-speed": {
         "script": "sac.py",
         "env_id": "HalfCheetah-v4",
@@ -216,7 +259,12 @@ EXPERIMENTS = {
         "steps": 10_000,
         "flags": [*SPEED_FLAGS, "--torch-threads", "2"],
     },
-    "cleanrl-sac-speed": {"baseline": True, "env_id": "HalfCheetah-v4", "steps": 10_000, "flags": []},
+    "cleanrl-sac-speed": {
+        "baseline": True,
+        "env_id": "HalfCheetah-v4",
+        "steps": 10_000,
+        "flags": [],
+    },
     # ppo_transformer.py against ppo_discrete.py with the same PPO settings (the transformer's
     # defaults): what the window and the attention cost per step.
     "transformer-speed": {
@@ -229,7 +277,8 @@ EXPERIMENTS = {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
         "steps": 50_176,
-        "flags": "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20 --norm-obs".split() + SPEED_FLAGS,
+        "flags": "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20 --norm-obs".split()
+        + SPEED_FLAGS,
     },
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
     # The same baseline limited to one torch thread, as our scripts run by default on CPU.
@@ -241,7 +290,12 @@ EXPERIMENTS = {
         "env": {"OMP_NUM_THREADS": "1"},
     },
     # A3C: defaults with 2 workers (one per core here); Pendulum with a preset of flags.
-    "a3c-cartpole": {"script": "a3c.py", "env_id": "CartPole-v1", "steps": 500_000, "flags": ["--num-workers", "2"]},
+    "a3c-cartpole": {
+        "script": "a3c.py",
+        "env_id": "CartPole-v1",
+        "steps": 500_000,
+        "flags": ["--num-workers", "2"],
+    },
     "a3c-pendulum": {
         "script": "a3c.py",
         "env_id": "Pendulum-v1",
@@ -288,7 +342,10 @@ EXPERIMENTS["transformer-cartpole-kl"] = {
 # baseline scripts take --cuda too).
 for _name in ["atari-speed", "cleanrl-atari-speed", "halfcheetah-speed", "cleanrl-halfcheetah-speed", "sac-speed",
               "cleanrl-sac-speed"]:  # fmt: skip
-    EXPERIMENTS[f"{_name}-gpu"] = {**EXPERIMENTS[_name], "flags": [*EXPERIMENTS[_name]["flags"], "--cuda"]}
+    EXPERIMENTS[f"{_name}-gpu"] = {
+        **EXPERIMENTS[_name],
+        "flags": [*EXPERIMENTS[_name]["flags"], "--cuda"],
+    }
 
 
 def run_one(name: str, seed: int, baselines: dict) -> str:
@@ -297,7 +354,12 @@ def run_one(name: str, seed: int, baselines: dict) -> str:
     script = baselines[name] if exp.get("baseline") else str(ROOT / exp["script"])
     launcher = [sys.executable]
     if "torchrun" in exp:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={exp['torchrun']}"]
+        launcher += [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={exp['torchrun']}",
+        ]
     cmd = [*launcher, script, "--env-id", exp["env_id"], "--seed", str(seed),
            "--total-timesteps", str(exp["steps"]), *exp["flags"]]  # fmt: skip
     if not exp.get("baseline"):
@@ -341,8 +403,12 @@ def ran_on(script: str, cuda: bool) -> dict:
     commit = git("log", "-1", "--format=%h", "--", script)
     if commit and git("status", "--porcelain", "--", script):
         commit += "+changes"
-    probe = "import torch; print(torch.__version__); print(torch.cuda.get_device_name(0) if {} else '')"
-    out = subprocess.run([sys.executable, "-c", probe.format(cuda)], capture_output=True, text=True).stdout
+    probe = (
+        "import torch; print(torch.__version__); print(torch.cuda.get_device_name(0) if {} else '')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe.format(cuda)], capture_output=True, text=True
+    ).stdout
     torch_version, gpu = ([*out.splitlines(), "", ""])[:2]
     cpu, flags = "", set()
     if os.path.exists("/proc/cpuinfo"):
@@ -352,7 +418,11 @@ def ran_on(script: str, cuda: bool) -> dict:
                 cpu = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
-    units = [name for name, flag in (("avx2", "avx2"), ("avx512", "avx512f"), ("amx", "amx_tile")) if flag in flags]
+    units = [
+        name
+        for name, flag in (("avx2", "avx2"), ("avx512", "avx512f"), ("amx", "amx_tile"))
+        if flag in flags
+    ]
     return {"commit": commit, "torch": torch_version, "cpu": f"{cpu} ({os.cpu_count()} cores)",
             "cpu_units": "+".join(units), "gpu": gpu}  # fmt: skip
 
@@ -458,11 +528,15 @@ def plot(name: str, rows: list) -> None:
         grid = np.array([[by_seed[s].get(step, np.nan) for step in steps] for s in sorted(by_seed)])
         prefix = "" if shown == name else f"{shown}: "
         ax.plot(steps, np.nanmean(grid, 0), label=f"{prefix}mean of {len(by_seed)} seeds")
-        ax.fill_between(steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label=f"{prefix}min to max")
+        ax.fill_between(
+            steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label=f"{prefix}min to max"
+        )
     # Published values of other projects at their budgets, one marker shape per source.
     for marker, (label, points) in zip("osD^v<>", EXPERIMENTS[name].get("published", [])):
         steps, values = zip(*points)
-        ax.plot(steps, values, marker, color="black", markerfacecolor="none", markersize=8, label=label)
+        ax.plot(
+            steps, values, marker, color="black", markerfacecolor="none", markersize=8, label=label
+        )
     ax.set_title(f"{name}: {EXPERIMENTS[name]['env_id']}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episodic return (training)")
@@ -491,7 +565,11 @@ def write_table(summary: list, names: list) -> None:
         lines[name] = f"| {name} | {env_id} | {steps} | {len(rows)} | " + " | ".join(cells) + " |"
     print("\n".join(lines[name] for name in names if name in lines))
     head = "| experiment | env | steps | seeds |"
-    text = "Returns: mean ± std over seeds.\n\n" + head + " greedy eval | last 20 training episodes |\n"
+    text = (
+        "Returns: mean ± std over seeds.\n\n"
+        + head
+        + " greedy eval | last 20 training episodes |\n"
+    )
     text += "| --- | --- | --- | --- | --- | --- |\n"
     text += "".join(line + "\n" for name, line in lines.items() if "speed" not in name)
     text += "\nSpeed: steps per second, mean ± std over seeds.\n\n" + head + " steps/s |\n"
@@ -501,14 +579,20 @@ def write_table(summary: list, names: list) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("experiments", nargs="*", help="names from --list")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 for speed comparisons)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="processes at a time (1 for speed comparisons)"
+    )
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
                         help="script that a baseline experiment runs")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
-    parser.add_argument("--collect-only", action="store_true", help="only read finished runs into results/")
+    parser.add_argument(
+        "--collect-only", action="store_true", help="only read finished runs into results/"
+    )
     args = parser.parse_args()
 
     if args.list or not args.experiments:
