@@ -2,8 +2,9 @@
 
     python benchmarks/run.py --list
     python benchmarks/run.py cartpole lunarlander acrobot --seeds 1 2 3 --jobs 2
-    python benchmarks/run.py cartpole-speed cleanrl-speed cleanrl-speed-1thread --seeds 1 2 3 --jobs 1 \
-        --baseline cleanrl-speed=/path/to/cleanrl/ppo.py --baseline cleanrl-speed-1thread=/path/to/cleanrl/ppo.py
+    python benchmarks/run.py cartpole-speed cleanrl-speed cleanrl-speed-1thread --seeds 1 2 3 \
+        --jobs 1 --baseline cleanrl-speed=/path/to/cleanrl/ppo.py \
+        --baseline cleanrl-speed-1thread=/path/to/cleanrl/ppo.py
 
 Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its log; a
 `done.json` there marks it finished, so a stopped benchmark carries on where it was (a run whose
@@ -38,10 +39,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 # Each experiment: the script, its flags, the step budget, and optionally `plot_with`: other
 # experiments whose curves its plot shows too, and `published`: other projects' values drawn
-# on its plot as markers, [(label naming the source, [(step, value), ...]), ...]. A `baseline` experiment runs a
-# script the user points to with --baseline NAME=PATH (never committed here), with the same
-# command-line conventions (`--seed`, `--total-timesteps`, writes `runs/<run>/` in its cwd).
-# `torchrun: N` launches the script on N processes with torchrun.
+# on its plot as markers, [(label naming the source, [(step, value), ...]), ...]. A `baseline`
+# experiment runs a script the user points to with --baseline NAME=PATH (never committed
+# here), with the same command-line conventions (`--seed`, `--total-timesteps`, writes
+# `runs/<run>/` in its cwd). `torchrun: N` launches the script on N processes with torchrun.
 CLEANRL_SETTINGS = (
     "--num-envs 4 --num-steps 128 --update-epochs 4 --num-minibatches 4 --learning-rate 2.5e-4 "
     "--gamma 0.99 --gae-lambda 0.95 --ent-coef 0.01 --clip-vloss"
@@ -60,7 +61,8 @@ EXPERIMENTS = {
         "env_id": "LunarLander-v3",
         "steps": 500_000,
         "flags": (
-            "--num-envs 16 --num-steps 128 --num-minibatches 32 --update-epochs 10 --learning-rate 3e-4 "
+            "--num-envs 16 --num-steps 128 --num-minibatches 32 --update-epochs 10 "
+            "--learning-rate 3e-4 "
             "--gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01"
         ).split(),
     },
@@ -69,7 +71,8 @@ EXPERIMENTS = {
         "env_id": "Acrobot-v1",
         "steps": 500_000,
         "flags": (
-            "--num-envs 16 --num-steps 256 --num-minibatches 16 --update-epochs 4 --learning-rate 5e-4 "
+            "--num-envs 16 --num-steps 256 --num-minibatches 16 --update-epochs 4 "
+            "--learning-rate 5e-4 "
             "--gamma 0.99 --gae-lambda 0.94 --ent-coef 0.0 --norm-obs --norm-reward"
         ).split(),
     },
@@ -78,7 +81,8 @@ EXPERIMENTS = {
         "env_id": "Pendulum-v1",
         "steps": 200_000,
         "flags": (
-            "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3 --init-log-std 0"
+            "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3 "
+            "--init-log-std 0"
         ).split(),
     },
     "halfcheetah": {
@@ -100,9 +104,11 @@ EXPERIMENTS = {
         "env_id": "HalfCheetah-v4",
         "steps": 1_000_000,
         "flags": (
-            "--num-envs 1 --num-steps 512 --num-minibatches 8 --update-epochs 20 --learning-rate 2.0633e-5 "
+            "--num-envs 1 --num-steps 512 --num-minibatches 8 --update-epochs 20 "
+            "--learning-rate 2.0633e-5 "
             "--no-anneal-lr --gamma 0.98 --gae-lambda 0.92 --clip-coef 0.1 --ent-coef 0.000401762 "
-            "--vf-coef 1.16192 --max-grad-norm 0.8 --init-log-std -2 --hidden-size 256 --activation relu "
+            "--vf-coef 1.16192 --max-grad-norm 0.8 --init-log-std -2 --hidden-size 256 "
+            "--activation relu "
             "--no-ortho-init"
         ).split(),
     },
@@ -141,7 +147,8 @@ EXPERIMENTS = {
         ],
     },
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
-    # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with ppo_discrete.
+    # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with
+    # ppo_discrete.
     "transformer-cartpole-novel": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
@@ -209,7 +216,8 @@ EXPERIMENTS = {
         "steps": 100_000,
         "flags": CLEANRL_SETTINGS + SPEED_FLAGS,
     },
-    # Speed on pixels: the Atari defaults (8 envs x 128 steps, 4 epochs, 4 minibatches) on both sides.
+    # Speed on pixels: the Atari defaults (8 envs x 128 steps, 4 epochs, 4 minibatches) on both
+    # sides.
     "atari-speed": {
         "script": "ppo_atari.py",
         "env_id": "BreakoutNoFrameskip-v4",
@@ -277,7 +285,10 @@ EXPERIMENTS = {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
         "steps": 50_176,
-        "flags": "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20 --norm-obs".split()
+        "flags": [
+            *"--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20".split(),
+            "--norm-obs",
+        ]
         + SPEED_FLAGS,
     },
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
@@ -301,7 +312,8 @@ EXPERIMENTS = {
         "env_id": "Pendulum-v1",
         "steps": 500_000,
         "flags": (
-            "--num-workers 2 --num-steps 32 --learning-rate 3e-3 --gamma 0.9 --gae-lambda 0.95 --ent-coef 0.0 "
+            "--num-workers 2 --num-steps 32 --learning-rate 3e-3 --gamma 0.9 --gae-lambda 0.95 "
+            "--ent-coef 0.0 "
             "--norm-adv --reward-scale 0.1 --max-grad-norm 5"
         ).split(),
     },
@@ -340,8 +352,8 @@ EXPERIMENTS["transformer-cartpole-kl"] = {
 
 # The same speed comparisons on a GPU, named <name>-gpu: the same runs with --cuda (the
 # baseline scripts take --cuda too).
-for _name in ["atari-speed", "cleanrl-atari-speed", "halfcheetah-speed", "cleanrl-halfcheetah-speed", "sac-speed",
-              "cleanrl-sac-speed"]:  # fmt: skip
+for _name in ["atari-speed", "cleanrl-atari-speed", "halfcheetah-speed",
+              "cleanrl-halfcheetah-speed", "sac-speed", "cleanrl-sac-speed"]:  # fmt: skip
     EXPERIMENTS[f"{_name}-gpu"] = {
         **EXPERIMENTS[_name],
         "flags": [*EXPERIMENTS[_name]["flags"], "--cuda"],
@@ -441,7 +453,8 @@ def read_scalars(run_dir: str) -> dict:
 
 
 SUMMARY_FIELDS = ["experiment", "env_id", "seed", "last_episode_step", "eval_return_mean",
-                  "last20_train_return", "sps", "commit", "torch", "cpu", "cpu_units", "gpu"]  # fmt: skip
+                  "last20_train_return", "sps", "commit", "torch", "cpu", "cpu_units",
+                  "gpu"]  # fmt: skip
 CURVE_FIELDS = ["experiment", "seed", "step", "mean_return"]
 
 
@@ -599,7 +612,8 @@ def main() -> None:
         for name, exp in EXPERIMENTS.items():
             what = "baseline script" if exp.get("baseline") else exp["script"]
             print(
-                f"{name:16s} {what} --env-id {exp['env_id']} --total-timesteps {exp['steps']} {' '.join(exp['flags'])}"
+                f"{name:16s} {what} --env-id {exp['env_id']} --total-timesteps {exp['steps']} "
+                + " ".join(exp["flags"])
             )
         return
     unknown = [n for n in args.experiments if n not in EXPERIMENTS]

@@ -47,7 +47,8 @@ def run_cli(
 
 
 def cli_flags(settings: dict) -> list:
-    """Args settings as command-line flags: {"num_envs": 2} -> ["--num-envs=2"] (booleans left out)."""
+    """Args settings as command-line flags: {"num_envs": 2} -> ["--num-envs=2"] (booleans left
+    out)."""
     return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if not isinstance(v, bool)]
 
 
@@ -166,7 +167,8 @@ class SequenceObsEnv(DictObsEnv):
 
 
 def _register_test_envs():
-    """test/ConstantTerminate-v0, test/ConstantTruncate-v0, test/DictObs-v0, test/SequenceObs-v0 with Discrete(2)
+    """test/ConstantTerminate-v0, test/ConstantTruncate-v0, test/DictObs-v0,
+    test/SequenceObs-v0 with Discrete(2)
     actions, the same ids ending in Box-v0 with Box(-1, 1, (1,)) actions, and
     test/CounterTerminateBox-v0, test/CounterTruncateBox-v0 that observe the step count."""
     if "test/DictObs-v0" in gym.registry:

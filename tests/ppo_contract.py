@@ -130,8 +130,9 @@ def test_running_mean_std_matches_numpy_over_chunks(sut):
 # ---------------------------------------------------------------------------------------------
 def learned_value(sut, tmp_path, end: str) -> float:
     args = sut.args(
-        tmp_path, env_id=f"test/Constant{end}{sut.test_env_suffix}-v0", total_timesteps=12_800, num_envs=4,
-        num_steps=32, num_minibatches=1, update_epochs=10, gamma=0.9, anneal_lr=False, eval_episodes=0,
+        tmp_path, env_id=f"test/Constant{end}{sut.test_env_suffix}-v0", total_timesteps=12_800,
+        num_envs=4, num_steps=32, num_minibatches=1, update_epochs=10, gamma=0.9, anneal_lr=False,
+        eval_episodes=0,
         max_grad_norm=10.0, norm_obs=False, norm_reward=False,
     )  # fmt: skip
     result = sut.module.train(args)
@@ -180,10 +181,12 @@ def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
     )
 
     scalars = read_scalars(result["run_dir"])
-    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
+    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/learning_rate",
+                "charts/SPS",
                 "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl",
-                "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/grad_norm",
-                "charts/advantage_mean", "charts/advantage_std", "eval/episodic_return"]:  # fmt: skip
+                "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance",
+                "losses/grad_norm", "charts/advantage_mean", "charts/advantage_std",
+                "eval/episodic_return"]:  # fmt: skip
         assert tag in scalars, tag
     logged = [v for _, v in scalars["charts/episodic_return"]]
     np.testing.assert_allclose(logged, result["episodic_returns"], rtol=1e-6)
@@ -539,7 +542,10 @@ def test_help_reads_like_a_manual(sut, in_tmp):
 
 def test_importing_does_nothing(sut, in_tmp):
     path = str(sut.module.__file__)
-    code = f"import importlib.util as u; s = u.spec_from_file_location('m', {path!r}); s.loader.exec_module(u.module_from_spec(s))"
+    code = (
+        f"import importlib.util as u; s = u.spec_from_file_location('m', {path!r}); "
+        "s.loader.exec_module(u.module_from_spec(s))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=in_tmp, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
     assert list(in_tmp.iterdir()) == []
