@@ -390,20 +390,33 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool) -> tuple:
         """x [B, L, dim]; allowed [B, L, L]: may slot i attend to slot j. With last_only, only the
         last slot (the current step) is computed: all the last block needs to return.
-        Returns the new x and the attention weights [B, heads, L or 1, L]."""
+        Returns the new x and, with last_only, the current step's attention weights [B, heads,
+        L] (None otherwise)."""
         batch, length, dim = x.shape
-        q, k, v = self.qkv(self.norm1(x)).split(dim, dim=-1)
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        h = self.norm1(x)
+        # The keys and values of every slot; queries only where an output is needed.
+        weight, bias = self.qkv.weight, self.qkv.bias
+        k, v = nn.functional.linear(h, weight[dim:], bias[dim:]).split(dim, dim=-1)
+        k, v = k.reshape(batch, length, heads, head_dim), v.reshape(batch, length, heads, head_dim)
         if last_only:
-            q, x, allowed = q[:, -1:], x[:, -1:], allowed[:, -1:]
-        heads = (batch, -1, self.num_heads, dim // self.num_heads)
-        q, k, v = (
-            t.reshape(heads).transpose(1, 2) for t in (q, k, v)
-        )  # [B, heads, L, dim / heads]
-        # Scaled dot-product attention, softmax(q k^T / sqrt(d) + mask) v: a forbidden slot gets
-        # -inf, so its weight is exactly 0 and its observation cannot change the output.
-        scores = (q @ k.transpose(-1, -2)) / np.sqrt(k.shape[-1])
-        weights = torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
-        attended = (weights @ v).transpose(1, 2).reshape(batch, -1, dim)
+            # One query per window: softmax(q k^T / sqrt(d) + mask) v as a weighted sum over
+            # the slots. A forbidden slot gets -inf, so its weight is exactly 0 and its
+            # observation cannot change the output.
+            q = nn.functional.linear(h[:, -1], weight[:dim], bias[:dim])
+            scores = (q.reshape(batch, 1, heads, head_dim) * k).sum(-1) / np.sqrt(head_dim)
+            forbidden = ~allowed[:, -1, :, None]  # [B, L, 1]
+            weights = torch.softmax(scores.masked_fill(forbidden, float("-inf")), dim=1)
+            attended = (weights[..., None] * v).sum(1).reshape(batch, 1, dim)
+            x, weights = x[:, -1:], weights.transpose(1, 2)  # weights [B, heads, L]
+        else:
+            # Every slot's query, through torch's fused scaled dot-product attention (the same
+            # softmax, masked alike).
+            q = nn.functional.linear(h, weight[:dim], bias[:dim]).reshape(k.shape)
+            attended = nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None]
+            )
+            attended, weights = attended.transpose(1, 2).reshape(batch, length, dim), None
         x = self.residual(x, self.proj(attended), self.gate1)
         x = self.residual(x, self.mlp(self.norm2(x)), self.gate2)
         return x, weights
@@ -448,7 +461,7 @@ class Agent(nn.Module):
         allowed = attention_mask(masks)
         for i, block in enumerate(self.blocks):
             x, weights = block(x, allowed, last_only=i == len(self.blocks) - 1)
-        return self.norm(x[:, -1]), weights[:, :, -1]
+        return self.norm(x[:, -1]), weights
 
     def get_value(
         self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
