@@ -21,9 +21,8 @@ agent (--context-len 1) cannot balance the pole for long.
 Works with any gymnasium environment whose action space is Discrete: CartPole-v1 by default,
 LunarLander-v3, Acrobot-v1, or your own registered as `my_module:MyEnv-v0`.
 
-Reproduce the README's figure, CartPole-v1 with velocities hidden, 500k steps:
-    python ppo_transformer.py --mask-velocity --total-timesteps 500000 --learning-rate 1e-3 \
-        --target-kl 0.02 --seed 1
+Reproduce the README's figure, CartPole-v1 with velocities hidden (defaults, 500k steps):
+    python ppo_transformer.py --mask-velocity --total-timesteps 500000 --seed 1
 Evaluate a saved model (the games of the evaluation that ended its training):
     python ppo_transformer.py --eval-only runs/<run>/model.pt
 
@@ -58,7 +57,7 @@ class Args:
     """parallel environments (gymnasium SyncVectorEnv)"""
     num_steps: int = 32
     """steps per environment per rollout; the batch is num_envs * num_steps"""
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     """Adam learning rate"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over training"""
@@ -84,7 +83,7 @@ class Args:
     """value loss coefficient"""
     max_grad_norm: float = 0.5
     """global gradient norm clipping threshold"""
-    target_kl: Optional[float] = None
+    target_kl: Optional[float] = 0.02
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
     norm_obs: bool = True
     """normalize observations with running mean and variance (saved with the model)"""

@@ -146,6 +146,32 @@ EXPERIMENTS = {
             ("Tianshou, eval (v3)", [(300_000, 3388)]),
         ],
     },
+    # ppo_transformer.py with CartPole-v1's velocities hidden and its defaults (learning rate
+    # 1e-3, KL limit 0.02 per update), at the default budget and at 500k; and the former
+    # defaults (2e-3, no KL limit), which collapsed in one seed of three before the update's
+    # normalization was fixed, rerun with the fix.
+    "transformer-novel": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": ["--mask-velocity"],
+        "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
+    },
+    "transformer-novel-500k": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 500_000,
+        "flags": ["--mask-velocity"],
+        "plot_with": ["transformer-cartpole-novel-k1"],
+        "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
+    },
+    "transformer-former-defaults-200k": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 200_000,
+        "flags": ["--mask-velocity", "--learning-rate", "2e-3", "--target-kl", "None"],
+        "plot_with": ["transformer-cartpole-novel"],
+    },
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
     # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with
     # ppo_discrete.
