@@ -1,8 +1,13 @@
 """Tests of benchmarks/run.py: it runs, skips what is done, reruns what changed, collects."""
 
 import csv
+import subprocess
+import sys
 
+import optuna
+import pytest
 import torch
+import yaml
 
 from conftest import load_script
 
@@ -61,3 +66,67 @@ def test_runner_runs_skips_reruns_and_collects(tmp_path, monkeypatch):
     assert bench.run_one("tiny", 1, {}) == "tiny seed 1: already done"
     script.write_text(script.read_text() + "# changed\n")
     assert "done in" in bench.run_one("tiny", 1, {})
+
+
+def write_study(path, **changes) -> None:
+    """A study of seconds: ppo_discrete.py on CartPole-v1, 8 updates of 256 steps per trial."""
+    study = {
+        "script": "ppo_discrete.py",
+        "env_id": "CartPole-v1",
+        "total_timesteps": 2048,
+        "trials": 1,
+        "pruner": {"type": "none"},
+        "report_every": 512,
+        "fixed": {"num_envs": 4, "num_steps": 64, "eval_episodes": 0, "save_model": False},
+        "space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        **changes,
+    }
+    path.write_text(yaml.safe_dump(study))
+
+
+def test_tuner_records_trials_prunes_and_resumes(tmp_path, monkeypatch, capsys):
+    tune = load_script("benchmarks/tune")
+    monkeypatch.setattr(tune, "POLL_SECONDS", 0.2)
+    study_file = tmp_path / "tiny.yaml"
+    write_study(study_file)
+    tune.main([str(study_file)])
+    out = capsys.readouterr().out
+    assert "trial 0:" in out and "1/1 done" in out and "best command: python ppo_discrete.py" in out
+
+    # Started again with a larger budget of trials, it continues the same study; a pruner that
+    # stops every trial below an unreachable return marks the new trial pruned.
+    write_study(study_file, trials=2, pruner={"type": "threshold", "lower": 1e9})
+    tune.main([str(study_file)])
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED"]
+    assert study.trials[1].intermediate_values  # reported while it ran
+    assert (
+        "--num-envs 4" in study.trials[0].user_attrs["flags"]
+        and "--learning-rate" in study.trials[0].user_attrs["flags"]
+    )
+    with open(tmp_path / "tiny-trials.csv") as f:
+        assert [row["state"] for row in csv.DictReader(f)] == states
+    assert (tmp_path / "tiny-history.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"space": {"learning_rat": {"type": "float", "low": 0.1, "high": 1}}}, "no argument"),
+        ({"objective": "best"}, "objective must be train or eval"),
+        ({"pruner": {"type": "hyperband2"}}, "pruner type must be one of"),
+        ({"space": {"gamma": {"type": "float", "low": 1, "high": 0.5}}}, "needs low < high"),
+        ({"fixed": {"seed": 3}}, "set by the study itself"),
+    ],
+)
+def test_a_bad_study_file_is_refused_in_one_line(tmp_path, change, message):
+    study_file = tmp_path / "bad.yaml"
+    write_study(study_file, **change)
+    proc = subprocess.run(
+        [sys.executable, str(bench.ROOT / "benchmarks" / "tune.py"), str(study_file)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("tune.py: error:") and message in proc.stderr, proc.stderr
