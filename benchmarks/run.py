@@ -172,6 +172,14 @@ EXPERIMENTS = {
         "flags": ["--mask-velocity", "--learning-rate", "2e-3", "--target-kl", "None"],
         "plot_with": ["transformer-cartpole-novel"],
     },
+    "transformer-former-defaults": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": ["--mask-velocity", "--learning-rate", "2e-3", "--target-kl", "None"],
+        "plot_with": ["transformer-novel"],
+        "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
+    },
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
     # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with
     # ppo_discrete.
