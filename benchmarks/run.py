@@ -180,6 +180,28 @@ EXPERIMENTS = {
         "plot_with": ["transformer-novel"],
         "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
     },
+    # Memory beyond CartPole: POPGym's card games (`pip install popgym`; Discrete observations,
+    # flattened). RepeatFirst: answer the episode's first card at each of its 52 steps; with a
+    # window of 64 the first card is always in it, with the default 16 it leaves after 16 steps.
+    "popgym-repeatfirst-k64": {
+        "script": "ppo_transformer.py",
+        "env_id": "popgym:popgym-RepeatFirstEasy-v0",
+        "steps": 300_000,
+        "flags": ["--context-len", "64"],
+        "plot_with": ["popgym-repeatfirst-k16"],
+    },
+    "popgym-repeatfirst-k16": {
+        "script": "ppo_transformer.py",
+        "env_id": "popgym:popgym-RepeatFirstEasy-v0",
+        "steps": 300_000,
+        "flags": ["--context-len", "16"],
+    },
+    "popgym-countrecall-k64": {
+        "script": "ppo_transformer.py",
+        "env_id": "popgym:popgym-CountRecallEasy-v0",
+        "steps": 300_000,
+        "flags": ["--context-len", "64"],
+    },
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
     # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with
     # ppo_discrete.
