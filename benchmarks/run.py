@@ -11,7 +11,7 @@ Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its
 flags or script have changed since is run again). Then the TensorBoard events of every finished
 run are merged, by experiment and seed, into:
     benchmarks/results/curves.csv    mean training return per step bin, per run
-    benchmarks/results/summary.csv   per run: final greedy evaluation, last training returns,
+    benchmarks/results/summary.csv   per run: final evaluation, last 20 and 100 training returns,
                                      steps/s, and what it ran on (script commit, torch, CPU, GPU)
     benchmarks/results/summary.md    mean +- std over seeds of every experiment
     benchmarks/results/<experiment>.png  learning curves, mean and range over seeds
@@ -509,8 +509,8 @@ def read_scalars(run_dir: str) -> dict:
 
 
 SUMMARY_FIELDS = ["experiment", "env_id", "seed", "last_episode_step", "eval_return_mean",
-                  "last20_train_return", "sps", "commit", "torch", "cpu", "cpu_units",
-                  "gpu"]  # fmt: skip
+                  "last20_train_return", "sps", "commit", "torch", "cpu", "cpu_units", "gpu",
+                  "last100_train_return"]  # fmt: skip
 CURVE_FIELDS = ["experiment", "seed", "step", "mean_return"]
 
 
@@ -545,7 +545,9 @@ def collect(names: list, bins: int = 50) -> None:
                 round(float(np.mean(evals)), 1) if evals else "",
                 round(float(values[-20:].mean()), 1) if len(values) else "",
                 int(sps[-1][1]) if sps else "",
-                *(where.get(key, "") for key in SUMMARY_FIELDS[7:]),
+                *(where.get(key, "") for key in SUMMARY_FIELDS[7:12]),
+                # The statistic CleanRL and RL Zoo publish: the last 100 training episodes.
+                round(float(values[-100:].mean()), 1) if len(values) else "",
             ])  # fmt: skip
     all_curves = merge_csv(RESULTS / "curves.csv", CURVE_FIELDS, curves)
     all_summary = merge_csv(RESULTS / "summary.csv", SUMMARY_FIELDS, summary)
