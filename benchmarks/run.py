@@ -598,7 +598,11 @@ def plot(name: str, rows: list) -> None:
         steps = sorted({step for values in by_seed.values() for step in values})
         grid = np.array([[by_seed[s].get(step, np.nan) for step in steps] for s in sorted(by_seed)])
         prefix = "" if shown == name else f"{shown}: "
-        ax.plot(steps, np.nanmean(grid, 0), label=f"{prefix}mean of {len(by_seed)} seeds")
+        ax.plot(
+            steps,
+            np.nanmean(grid, 0),
+            label=f"{prefix}mean of {len(by_seed)} seed{'s' * (len(by_seed) > 1)}",
+        )
         ax.fill_between(
             steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label=f"{prefix}min to max"
         )
