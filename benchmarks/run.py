@@ -47,6 +47,11 @@ CLEANRL_SETTINGS = (
     "--num-envs 4 --num-steps 128 --update-epochs 4 --num-minibatches 4 --learning-rate 2.5e-4 "
     "--gamma 0.99 --gae-lambda 0.95 --ent-coef 0.01 --clip-vloss"
 ).split()
+# The transformer's former PPO settings, on both sides of its speed comparison (every epoch
+# runs: no KL limit).
+TRANSFORMER_SPEED_SETTINGS = (
+    "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20".split()
+)
 # Speed runs skip the evaluation and the model file: steps/s is what they measure.
 SPEED_FLAGS = ["--eval-episodes", "0", "--no-save-model"]
 EXPERIMENTS = {
@@ -335,17 +340,13 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 50_176,
-        "flags": SPEED_FLAGS,
+        "flags": [*TRANSFORMER_SPEED_SETTINGS, "--target-kl", "None", *SPEED_FLAGS],
     },
     "transformer-speed-discrete": {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
         "steps": 50_176,
-        "flags": [
-            *"--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20".split(),
-            "--norm-obs",
-        ]
-        + SPEED_FLAGS,
+        "flags": [*TRANSFORMER_SPEED_SETTINGS, "--norm-obs", *SPEED_FLAGS],
     },
     "cleanrl-speed": {"baseline": True, "env_id": "CartPole-v1", "steps": 100_000, "flags": []},
     # The same baseline limited to one torch thread, as our scripts run by default on CPU.
