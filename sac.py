@@ -86,6 +86,10 @@ class Args:
     """torch CPU threads (small networks run fastest with one)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    compile: bool = False
+    """run the update's losses and the acting forward pass through torch.compile"""
+    cudagraphs: bool = False
+    """with --compile on a GPU: replay the compiled functions as CUDA graphs"""
     eval_episodes: int = 10
     """episodes of the deterministic policy (tanh of the mean) played after training (0: skip)"""
     eval_seed: Optional[int] = None
@@ -311,6 +315,35 @@ class SoftQNetwork(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# The losses of one update, on the networks above (what --compile compiles)
+# ---------------------------------------------------------------------------------------------
+def soft_q_losses(actor, qf1, qf2, qf1_target, qf2_target, batch, alpha, gamma) -> tuple:
+    """Each Q network's mean squared error against the soft Bellman target of the batch
+    (obs, actions, rewards, next_obs, terminations), with a' ~ pi(.|s') and the target
+    networks' values; and the two networks' Q values, for the diagnostics."""
+    obs, actions, rewards, next_obs, terminations = batch
+    with torch.no_grad():
+        next_actions, next_log_pi = actor.get_action(next_obs)
+        next_q1 = qf1_target(next_obs, next_actions)
+        next_q2 = qf2_target(next_obs, next_actions)
+        q_target = soft_q_target(rewards, terminations, next_q1, next_q2, next_log_pi, alpha, gamma)
+    qf1_values = qf1(obs, actions)
+    qf2_values = qf2(obs, actions)
+    qf1_loss = F.mse_loss(qf1_values, q_target)
+    qf2_loss = F.mse_loss(qf2_values, q_target)
+    return qf1_loss, qf2_loss, qf1_values, qf2_values
+
+
+def soft_actor_loss(actor, qf1, qf2, obs, alpha) -> tuple:
+    """E[alpha * log pi(a|s) - min(Q1(s, a), Q2(s, a))] with a ~ pi(.|s) reparameterized, so
+    that the gradient flows through the Q networks into the action; and log pi(a|s), which the
+    temperature's loss needs."""
+    pi, log_pi = actor.get_action(obs)
+    min_q_pi = torch.min(qf1(obs, pi), qf2(obs, pi))
+    return (alpha * log_pi - min_q_pi).mean(), log_pi
+
+
+# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
@@ -364,6 +397,10 @@ def train(args: Args) -> dict:
     def to_tensor(x) -> torch.Tensor:
         return torch.as_tensor(x, dtype=torch.float32, device=device)
 
+    # --compile: the same three functions, traced and fused by torch.compile (see maybe_compile).
+    q_losses, policy_loss = maybe_compile(soft_q_losses, args), maybe_compile(soft_actor_loss, args)
+    act = maybe_compile(actor.get_action, args)
+
     # A resumed run starts fresh episodes, seeded differently from the first start.
     obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
     with TrainingLog(args, writer, global_step, num_updates) as log:
@@ -374,7 +411,7 @@ def train(args: Args) -> dict:
                 actions = actions.astype(np.float32)
             else:
                 with torch.no_grad():
-                    actions, _ = actor.get_action(to_tensor(obs))
+                    actions, _ = act(to_tensor(obs))
                 actions = actions.cpu().numpy()
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step += args.num_envs
@@ -393,19 +430,12 @@ def train(args: Args) -> dict:
             # Bellman target y = r + gamma * (1 - terminated) * (min Q'(s', a') - alpha log pi).
             if global_step > updates_start:
                 num_updates += 1
-                batch = buffer.sample(args.batch_size, rng)
-                b_obs, b_actions, b_rewards, b_next_obs, b_terminations = map(to_tensor, batch)
-                with torch.no_grad():
-                    next_actions, next_log_pi = actor.get_action(b_next_obs)
-                    next_q1 = qf1_target(b_next_obs, next_actions)
-                    next_q2 = qf2_target(b_next_obs, next_actions)
-                    q_target = soft_q_target(
-                        b_rewards, b_terminations, next_q1, next_q2, next_log_pi, alpha, args.gamma
-                    )
-                qf1_values = qf1(b_obs, b_actions)
-                qf2_values = qf2(b_obs, b_actions)
-                qf1_loss = F.mse_loss(qf1_values, q_target)
-                qf2_loss = F.mse_loss(qf2_values, q_target)
+                mark_cudagraph_step(args)
+                batch = tuple(map(to_tensor, buffer.sample(args.batch_size, rng)))
+                b_obs = batch[0]
+                qf1_loss, qf2_loss, qf1_values, qf2_values = q_losses(
+                    actor, qf1, qf2, qf1_target, qf2_target, batch, alpha, args.gamma
+                )
                 qf_loss = qf1_loss + qf2_loss
                 q_optimizer.zero_grad()
                 qf_loss.backward()
@@ -418,9 +448,7 @@ def train(args: Args) -> dict:
                     for p in q_params:
                         p.requires_grad_(False)
                     for _ in range(args.policy_frequency):
-                        pi, log_pi = actor.get_action(b_obs)
-                        min_q_pi = torch.min(qf1(b_obs, pi), qf2(b_obs, pi))
-                        actor_loss = (alpha * log_pi - min_q_pi).mean()
+                        actor_loss, log_pi = policy_loss(actor, qf1, qf2, b_obs, alpha)
                         actor_optimizer.zero_grad()
                         actor_loss.backward()
                         actor_optimizer.step()
@@ -543,6 +571,8 @@ def validate(args: Args) -> None:
             f"--total-timesteps {args.total_timesteps} is less than one step of all envs "
             f"(num_envs = {args.num_envs})"
         )
+    if args.cudagraphs and not (args.compile and args.cuda):
+        raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
     if not 0 <= args.learning_starts < args.total_timesteps:
         raise ConfigError(
             f"--learning-starts {args.learning_starts} must be in [0, --total-timesteps "
@@ -609,6 +639,24 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
     if not cuda:
         torch.set_num_threads(torch_threads)
     return torch.device("cuda" if cuda else "cpu")
+
+
+def maybe_compile(fn, args: Args):
+    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
+    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
+    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
+    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
+    the GPU tests check it)."""
+    if not args.compile:
+        return fn
+    return torch.compile(fn, mode="reduce-overhead" if args.cudagraphs else None)
+
+
+def mark_cudagraph_step(args: Args) -> None:
+    """With --cudagraphs, tell torch that a new training step begins: the outputs of the previous
+    replays may be overwritten from here on."""
+    if args.cudagraphs:
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def seed_everything(seed: int, torch_deterministic: bool) -> None:

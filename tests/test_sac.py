@@ -19,6 +19,13 @@ from conftest import (
     run_cli,
 )
 
+from compile_contract import (  # noqa: F401
+    test_compiled_training_computes_what_the_eager_one_does,
+    test_cudagraphs_without_a_gpu_are_refused,
+    test_gpu_compiled_and_cudagraphed_runs_match_eager_and_resume,
+    test_gpu_cudagraph_replays_draw_new_noise,
+)
+
 # Tests of the PPO contract that need nothing of PPO, only `sut.module`, `sut.name` and
 # `sut.args`: they run for sac.py too.
 from ppo_contract import (  # noqa: F401
@@ -39,9 +46,15 @@ def tiny_args(tmp_path, **overrides) -> "sac.Args":
     return sac.Args(**{**TINY, "runs_dir": str(tmp_path / "runs"), **overrides})
 
 
+def sampler(device: torch.device) -> tuple:
+    """The acting pass of a small actor (a sampled action) and an observation for it."""
+    actor = sac.Actor(3, -np.ones(1), np.ones(1), hidden_size=16).to(device)
+    return (lambda obs: actor.get_action(obs)[0]), torch.zeros(4, 3, device=device)
+
+
 @pytest.fixture
 def sut():
-    return SimpleNamespace(module=sac, name="sac", args=tiny_args)
+    return SimpleNamespace(module=sac, name="sac", args=tiny_args, sampler=sampler)
 
 
 # ---------------------------------------------------------------------------------------------
