@@ -101,6 +101,10 @@ class Args:
     """torch CPU threads (small networks run fastest with one)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    compile: bool = False
+    """run the minibatch loss and the acting forward pass through torch.compile"""
+    cudagraphs: bool = False
+    """with --compile on a GPU: replay the compiled functions as CUDA graphs"""
     eval_episodes: int = 10
     """episodes of the deterministic (greedy) policy played after training (0: skip)"""
     eval_seed: Optional[int] = None
@@ -361,6 +365,25 @@ class Agent(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# The loss of one minibatch, on the network above (what --compile compiles)
+# ---------------------------------------------------------------------------------------------
+def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns, args) -> tuple:
+    """The PPO objective of one minibatch as a loss to minimize,
+        L = L_clip - ent_coef * entropy + vf_coef * L_value,
+    its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
+    new_logprob, entropy, new_value = agent.evaluate_actions(obs, actions)
+    logratio = new_logprob - old_logprobs
+    ratio = logratio.exp()
+    if args.norm_adv:
+        advantages = normalize(advantages)
+    pg_loss = policy_loss(ratio, advantages, args.clip_coef)
+    v_loss = value_loss(new_value, old_values, returns, args.clip_coef, args.clip_vloss)
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+    return loss, pg_loss, v_loss, entropy_loss, ratio
+
+
+# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
@@ -397,6 +420,10 @@ def train(args: Args) -> dict:
     raw_obs_np = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     returns_np = np.zeros((args.num_steps, args.num_envs))
 
+    # --compile: the same two functions, traced and fused by torch.compile (see maybe_compile).
+    minibatch_loss = maybe_compile(ppo_loss, args)
+    sample_action = maybe_compile(agent.sample_action, args)
+
     def to_obs_tensor(raw) -> torch.Tensor:
         raw = torch.as_tensor(raw, dtype=torch.float32, device=device)
         return agent.normalize(raw.reshape(-1, obs_dim))
@@ -419,7 +446,7 @@ def train(args: Args) -> dict:
                 obs[step] = next_obs
                 raw_obs_np[step] = raw_obs.reshape(args.num_envs, obs_dim)
                 with torch.no_grad():
-                    action = agent.sample_action(next_obs)
+                    action = sample_action(next_obs)
                 actions[step] = action
                 env_action = to_env_action(
                     action.cpu().numpy(), action_low, action_high, args.squash
@@ -483,24 +510,11 @@ def train(args: Args) -> dict:
                 permutation = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
-                    new_logprob, entropy, new_value = agent.evaluate_actions(
-                        b_obs[mb], b_actions[mb]
-                    )
-                    logratio = new_logprob - b_logprobs[mb]
-                    ratio = logratio.exp()
+                    loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
+                        agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
+                        b_values[mb], b_returns[mb], args,
+                    )  # fmt: skip
                     ratios.append(ratio.detach())
-
-                    mb_advantages = b_advantages[mb]
-                    if args.norm_adv:
-                        mb_advantages = normalize(mb_advantages)
-
-                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
-                    v_loss = value_loss(
-                        new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss
-                    )
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
-
                     optimizer.zero_grad()
                     loss.backward()
                     grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -599,6 +613,8 @@ def validate(args: Args) -> None:
             f"--lr-schedule-steps must be 0 or at least --total-timesteps, "
             f"got {args.lr_schedule_steps}"
         )
+    if args.cudagraphs and not (args.compile and args.cuda):
+        raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
@@ -667,6 +683,27 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
     if not cuda:
         torch.set_num_threads(torch_threads)
     return torch.device("cuda" if cuda else "cpu")
+
+
+def maybe_compile(fn, args: Args):
+    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
+    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
+    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
+    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
+    the GPU tests check it)."""
+    if not args.compile:
+        return fn
+    if not args.cudagraphs:
+        return torch.compile(fn)
+    graphed = torch.compile(fn, mode="reduce-overhead")
+
+    def copied(*inputs):
+        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
+        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        out = graphed(*inputs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+    return copied
 
 
 def seed_everything(seed: int, torch_deterministic: bool) -> None:

@@ -430,7 +430,6 @@ def train(args: Args) -> dict:
             # Bellman target y = r + gamma * (1 - terminated) * (min Q'(s', a') - alpha log pi).
             if global_step > updates_start:
                 num_updates += 1
-                mark_cudagraph_step(args)
                 batch = tuple(map(to_tensor, buffer.sample(args.batch_size, rng)))
                 b_obs = batch[0]
                 qf1_loss, qf2_loss, qf1_values, qf2_values = q_losses(
@@ -649,14 +648,17 @@ def maybe_compile(fn, args: Args):
     the GPU tests check it)."""
     if not args.compile:
         return fn
-    return torch.compile(fn, mode="reduce-overhead" if args.cudagraphs else None)
+    if not args.cudagraphs:
+        return torch.compile(fn)
+    graphed = torch.compile(fn, mode="reduce-overhead")
 
+    def copied(*inputs):
+        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
+        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        out = graphed(*inputs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
-def mark_cudagraph_step(args: Args) -> None:
-    """With --cudagraphs, tell torch that a new training step begins: the outputs of the previous
-    replays may be overwritten from here on."""
-    if args.cudagraphs:
-        torch.compiler.cudagraph_mark_step_begin()
+    return copied
 
 
 def seed_everything(seed: int, torch_deterministic: bool) -> None:

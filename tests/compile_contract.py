@@ -20,15 +20,15 @@ def tensors_of(saved) -> dict:
     return {}
 
 
-def test_compiled_training_computes_what_the_eager_one_does(sut, tmp_path, monkeypatch):
+def test_compiled_training_computes_what_the_eager_one_does(sut, tmp_path):
     # --compile runs the same functions through torch.compile. With fallback_random the compiled
     # code draws torch's own random numbers, in the eager order, so a short run must end with
     # the eager run's weights and log the same losses, up to the rounding of fused kernels: a
     # compiled loss that lost a term, a detach or a sign would drift far from them.
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     torch._dynamo.reset()
     eager = sut.module.train(sut.args(tmp_path / "eager", eval_episodes=0))
-    compiled = sut.module.train(sut.args(tmp_path / "compiled", eval_episodes=0, compile=True))
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = sut.module.train(sut.args(tmp_path / "compiled", eval_episodes=0, compile=True))
     # The update's losses and the acting pass were compiled: at least two graphs.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2
     weights = [

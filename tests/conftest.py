@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -220,6 +221,9 @@ class PPOScript:
     # Flags added to `tiny` for the fixed-seed run whose scalars are kept in tests/recorded/:
     # switches that take the run through more of the code.
     recorded_flags: tuple = ()
+    # For the scripts with --compile (tests/compile_contract.py): device -> (the acting pass of a
+    # small agent, an observation for it).
+    sampler: Optional[Callable] = None
 
     @property
     def module(self):

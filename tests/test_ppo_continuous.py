@@ -5,8 +5,21 @@ import numpy as np
 import pytest
 import torch
 
+from compile_contract import (  # noqa: F401
+    test_compiled_training_computes_what_the_eager_one_does,
+    test_cudagraphs_without_a_gpu_are_refused,
+    test_gpu_compiled_and_cudagraphed_runs_match_eager_and_resume,
+    test_gpu_cudagraph_replays_draw_new_noise,
+)
 from conftest import PPOScript
 from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
+
+
+def sampler(device: torch.device) -> tuple:
+    """The acting pass of a small agent (a sampled action) and an observation for it."""
+    agent = ppo.Agent(3, 1, ppo.Args(hidden_size=16)).to(device)
+    return agent.sample_action, torch.zeros(4, 3, device=device)
+
 
 SCRIPT = PPOScript(
     name="ppo_continuous",
@@ -37,6 +50,7 @@ SCRIPT = PPOScript(
     ),  # fmt: skip
     learned_at_least=-600.0,
     broken_at_most=-900.0,
+    sampler=sampler,
 )
 ppo = SCRIPT.module
 
