@@ -114,6 +114,12 @@ class Args:
     """threads of ale_py's vector environment (0: the cores, shared among torchrun processes)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    compile: bool = False
+    """run the minibatch loss and the acting forward pass through torch.compile"""
+    cudagraphs: bool = False
+    """with --compile on a GPU: replay the compiled functions as CUDA graphs"""
+    bf16: bool = False
+    """on a GPU: run the convolutions in bfloat16 (autocast); the heads and losses stay float32"""
     eval_episodes: int = 10
     """full games (all lives) played after training, sampling actions as in training (0: skip)"""
     eval_greedy: bool = False
@@ -290,8 +296,9 @@ class Agent(nn.Module):
     """The Nature DQN network shared by both heads: three convolutions and a 512-unit layer,
     then the logits of a categorical policy and the value."""
 
-    def __init__(self, frame_stack: int, n_actions: int):
+    def __init__(self, frame_stack: int, n_actions: int, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         self.network = nn.Sequential(
             layer_init(nn.Conv2d(frame_stack, 32, 8, stride=4)),  # 84x84 -> 20x20
             nn.ReLU(),
@@ -309,8 +316,12 @@ class Agent(nn.Module):
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         # Frames travel and are stored as uint8 (4x smaller); they become [0, 1] floats here,
-        # on the device.
-        return self.network(obs.float() / 255.0)
+        # on the device. With bf16 the convolutions and the 512-unit layer run in bfloat16
+        # (autocast keeps their weights float32), and the features return to float32 for the
+        # heads: the log-probabilities, ratios and losses are never rounded to 8 bits.
+        with torch.autocast(obs.device.type, torch.bfloat16, enabled=self.bf16):
+            hidden = self.network(obs.float() / 255.0)
+        return hidden.float()
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.features(obs)).squeeze(-1)
@@ -336,6 +347,25 @@ class Agent(nn.Module):
         action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         return action_log_prob, entropy, self.critic(hidden).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss of one minibatch, on the network above (what --compile compiles)
+# ---------------------------------------------------------------------------------------------
+def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns, args) -> tuple:
+    """The PPO objective of one minibatch as a loss to minimize,
+        L = L_clip - ent_coef * entropy + vf_coef * L_value,
+    its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
+    new_logprob, entropy, new_value = agent.evaluate_actions(obs, actions)
+    logratio = new_logprob - old_logprobs
+    ratio = logratio.exp()
+    if args.norm_adv:
+        advantages = normalize(advantages)
+    pg_loss = policy_loss(ratio, advantages, args.clip_coef)
+    v_loss = value_loss(new_value, old_values, returns, args.clip_coef, args.clip_vloss)
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+    return loss, pg_loss, v_loss, entropy_loss, ratio
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +395,7 @@ def train(args: Args) -> dict:
 
     envs = make_vector_env(args, check_env(args.env_id), num_envs)
     obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
-    agent = Agent(args.frame_stack, int(envs.single_action_space.n)).to(device)
+    agent = Agent(args.frame_stack, int(envs.single_action_space.n), args.bf16).to(device)
     # fused: one kernel updates all parameters, measurably faster for small networks.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     global_step, start_iteration = restore(
@@ -388,6 +418,10 @@ def train(args: Args) -> dict:
     def to_obs_tensor(raw) -> torch.Tensor:
         return torch.as_tensor(raw, device=device)
 
+    # --compile: the same two functions, traced and fused by torch.compile (see maybe_compile).
+    minibatch_loss = maybe_compile(ppo_loss, args)
+    sample_action = maybe_compile(agent.sample_action, args)
+
     # Env i of rank r is env r * num_envs + i of the whole run, seeded as in one process. A
     # resumed run starts fresh games, seeded differently from the first start.
     first_seed = args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs
@@ -408,7 +442,7 @@ def train(args: Args) -> dict:
                 global_step += args.num_envs
                 obs[step] = next_obs
                 with torch.no_grad():
-                    action, logprobs[step], values[step] = agent.sample_action(next_obs)
+                    action, logprobs[step], values[step] = sample_action(next_obs)
                 actions[step] = action
                 raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
                 rewards_np[step] = np.sign(reward) if args.clip_rewards else reward
@@ -454,24 +488,11 @@ def train(args: Args) -> dict:
                 permutation = torch.randperm(local_batch_size, device=device)
                 for start in range(0, local_batch_size, local_minibatch_size):
                     mb = permutation[start : start + local_minibatch_size]
-                    new_logprob, entropy, new_value = agent.evaluate_actions(
-                        b_obs[mb], b_actions[mb]
-                    )
-                    logratio = new_logprob - b_logprobs[mb]
-                    ratio = logratio.exp()
+                    loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
+                        agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
+                        b_values[mb], b_returns[mb], args,
+                    )  # fmt: skip
                     ratios.append(ratio.detach())
-
-                    mb_advantages = b_advantages[mb]
-                    if args.norm_adv:
-                        mb_advantages = normalize(mb_advantages)
-
-                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
-                    v_loss = value_loss(
-                        new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss
-                    )
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
-
                     optimizer.zero_grad()
                     loss.backward()
                     average_gradients(agent, world_size)  # under torchrun: the mean over ranks
@@ -596,6 +617,10 @@ def validate(args: Args) -> None:
             f"--total-timesteps {args.total_timesteps} is less than one batch "
             f"(num_envs * num_steps = {batch_size})"
         )
+    if args.cudagraphs and not (args.compile and args.cuda):
+        raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
+    if args.bf16 and not args.cuda:
+        raise ConfigError("--bf16 needs --cuda: bfloat16 convolutions are fast on a GPU only")
     world_size = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's processes
     if args.num_envs % world_size != 0 or (batch_size // args.num_minibatches) % world_size != 0:
         raise ConfigError(
@@ -693,6 +718,27 @@ class NullWriter:
 
     def close(self) -> None:
         pass
+
+
+def maybe_compile(fn, args: Args):
+    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
+    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
+    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
+    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
+    the GPU tests check it)."""
+    if not args.compile:
+        return fn
+    if not args.cudagraphs:
+        return torch.compile(fn)
+    graphed = torch.compile(fn, mode="reduce-overhead")
+
+    def copied(*inputs):
+        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
+        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        out = graphed(*inputs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+    return copied
 
 
 def seed_everything(seed: int, torch_deterministic: bool) -> None:

@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from compile_contract import (  # noqa: F401
+    test_compiled_training_computes_what_the_eager_one_does,
+    test_cudagraphs_without_a_gpu_are_refused,
+    test_gpu_compiled_and_cudagraphed_runs_match_eager_and_resume,
+    test_gpu_cudagraph_replays_draw_new_noise,
+)
 from conftest import ROOT, PPOScript, cli_flags, read_scalars, run_cli
 from ppo_contract import (  # noqa: F401  (the contract's tests that do not need the test/* envs)
     test_a_longer_schedule_stops_training_partway_down,
@@ -57,13 +63,41 @@ SCRIPT = PPOScript(
     ),  # fmt: skip
     wrong_env_id="CartPole-v1",
     wrong_env_message="is not an Atari game; use ppo_discrete.py",
+    sampler=lambda device: sampler(device),
 )
 atari = SCRIPT.module
+
+
+def sampler(device: torch.device) -> tuple:
+    """The acting pass of an agent (a sampled action) and a stack of frames for it."""
+    agent = atari.Agent(frame_stack=4, n_actions=4).to(device)
+    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, device=device)
+    return (lambda obs: agent.sample_action(obs)[0]), frames
 
 
 @pytest.fixture
 def sut():
     return SCRIPT
+
+
+def test_bf16_rounds_the_convolutions_only(tmp_path):
+    # Autocast on the CPU runs the same code path as on a GPU: the features are computed in
+    # bfloat16 (8 bits of mantissa, so close to float32's but not equal), and come back as float32
+    # for the heads, whose log-probabilities and values stay float32.
+    torch.manual_seed(0)
+    agent = atari.Agent(frame_stack=4, n_actions=4)
+    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 4, (8,))
+    full = agent.evaluate_actions(frames, actions)
+    agent.bf16 = True
+    rounded = agent.evaluate_actions(frames, actions)
+    assert agent.features(frames).dtype == torch.float32
+    for exact, approx in zip(full, rounded):
+        assert approx.dtype == torch.float32
+        assert not torch.equal(exact, approx)
+        torch.testing.assert_close(approx, exact, rtol=0.05, atol=0.01)
+    with pytest.raises(atari.ConfigError, match="--bf16 needs --cuda"):
+        atari.train(SCRIPT.args(tmp_path, bf16=True))
 
 
 # ---------------------------------------------------------------------------------------------
