@@ -313,6 +313,25 @@ class Agent(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# The loss of one minibatch, on the network above
+# ---------------------------------------------------------------------------------------------
+def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns, args) -> tuple:
+    """The PPO objective of one minibatch as a loss to minimize,
+        L = L_clip - ent_coef * entropy + vf_coef * L_value,
+    its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
+    new_logprob, entropy, new_value = agent.evaluate_actions(obs, actions)
+    logratio = new_logprob - old_logprobs
+    ratio = logratio.exp()
+    if args.norm_adv:
+        advantages = normalize(advantages)
+    pg_loss = policy_loss(ratio, advantages, args.clip_coef)
+    v_loss = value_loss(new_value, old_values, returns, args.clip_coef, args.clip_vloss)
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+    return loss, pg_loss, v_loss, entropy_loss, ratio
+
+
+# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
@@ -430,24 +449,11 @@ def train(args: Args) -> dict:
                 permutation = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
-                    new_logprob, entropy, new_value = agent.evaluate_actions(
-                        b_obs[mb], b_actions[mb]
-                    )
-                    logratio = new_logprob - b_logprobs[mb]
-                    ratio = logratio.exp()
+                    loss, pg_loss, v_loss, entropy_loss, ratio = ppo_loss(
+                        agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
+                        b_values[mb], b_returns[mb], args,
+                    )  # fmt: skip
                     ratios.append(ratio.detach())
-
-                    mb_advantages = b_advantages[mb]
-                    if args.norm_adv:
-                        mb_advantages = normalize(mb_advantages)
-
-                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
-                    v_loss = value_loss(
-                        new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss
-                    )
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
-
                     optimizer.zero_grad()
                     loss.backward()
                     grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
