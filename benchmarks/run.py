@@ -334,6 +334,27 @@ EXPERIMENTS = {
         "steps": 10_000,
         "flags": SPEED_FLAGS,
     },
+    # What --compile does on a CPU, eager and compiled in one invocation (--jobs 1): SAC past its
+    # 5k random steps (15k updates, the compilation's seconds included), PPO's HalfCheetah
+    # settings beside halfcheetah-speed.
+    "sac-speed-20k": {
+        "script": "sac.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 20_000,
+        "flags": SPEED_FLAGS,
+    },
+    "sac-speed-20k-compile": {
+        "script": "sac.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 20_000,
+        "flags": [*SPEED_FLAGS, "--compile"],
+    },
+    "halfcheetah-speed-compile": {
+        "script": "ppo_continuous.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 20_480,
+        "flags": [*SPEED_FLAGS, "--init-log-std", "0", "--compile"],
+    },
     # sac.py runs one torch thread by default; CleanRL's script uses torch's default (every core).
     "sac-speed-2threads": {
         "script": "sac.py",
@@ -427,6 +448,12 @@ for _name in ["atari-speed", "cleanrl-atari-speed", "halfcheetah-speed",
     EXPERIMENTS[f"{_name}-gpu"] = {
         **EXPERIMENTS[_name],
         "flags": [*EXPERIMENTS[_name]["flags"], "--cuda"],
+    }
+# The GPU fast path (issue targets: beside the CleanRL baselines above, in one invocation).
+for _name, _extra in [("atari-speed", ["--bf16"]), ("halfcheetah-speed", []), ("sac-speed", [])]:
+    EXPERIMENTS[f"{_name}-gpu-fast"] = {
+        **EXPERIMENTS[_name],
+        "flags": [*EXPERIMENTS[_name]["flags"], "--cuda", "--compile", "--cudagraphs", *_extra],
     }
 
 
