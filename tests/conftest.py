@@ -203,6 +203,11 @@ def _register_test_envs():
 _register_test_envs()
 
 
+# A PPO run of a few seconds: exactly 2 updates of 2 envs x 64 steps, 2 epochs of 2 minibatches.
+TWO_SMALL_UPDATES = dict(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2,
+                         update_epochs=2, eval_episodes=2)  # fmt: skip
+
+
 @dataclass
 class PPOScript:
     """What the shared PPO tests (tests/ppo_contract.py) need to know about one PPO script."""

@@ -20,7 +20,7 @@ from compile_contract import (  # noqa: F401
     test_gpu_compiled_and_cudagraphed_runs_match_eager_and_resume,
     test_gpu_cudagraph_replays_draw_new_noise,
 )
-from conftest import ROOT, PPOScript, cli_flags, read_scalars, run_cli
+from conftest import ROOT, TWO_SMALL_UPDATES, PPOScript, cli_flags, read_scalars, run_cli
 from ppo_contract import (  # noqa: F401  (the contract's tests that do not need the test/* envs)
     test_a_longer_schedule_stops_training_partway_down,
     test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise,
@@ -51,16 +51,7 @@ SCRIPT = PPOScript(
     name="ppo_atari",
     env_id="BreakoutNoFrameskip-v4",
     # Games cut at 400 frames (100 agent steps), so that two updates of 64 steps finish some.
-    tiny=dict(
-        total_timesteps=256,
-        num_envs=2,
-        num_steps=64,
-        num_minibatches=2,
-        update_epochs=2,
-        eval_episodes=2,
-        max_episode_frames=400,
-        torch_threads=1,
-    ),  # fmt: skip
+    tiny={**TWO_SMALL_UPDATES, "max_episode_frames": 400, "torch_threads": 1},
     wrong_env_id="CartPole-v1",
     wrong_env_message="is not an Atari game; use ppo_discrete.py",
     sampler=lambda device: sampler(device),

@@ -4,20 +4,13 @@ plus what only the categorical policy has."""
 import pytest
 import torch
 
-from conftest import PPOScript
+from conftest import TWO_SMALL_UPDATES, PPOScript
 from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
 
 SCRIPT = PPOScript(
     name="ppo_discrete",
     env_id="CartPole-v1",
-    tiny=dict(
-        total_timesteps=256,
-        num_envs=2,
-        num_steps=64,
-        num_minibatches=2,
-        update_epochs=2,
-        eval_episodes=2,
-    ),
+    tiny=TWO_SMALL_UPDATES,
     recorded_flags=("--norm-obs", "--norm-reward", "--clip-vloss"),
     test_env_suffix="",
     wrong_env_id="Pendulum-v1",

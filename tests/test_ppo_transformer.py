@@ -9,21 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ConstantRewardEnv, PPOScript, run_cli
+from conftest import TWO_SMALL_UPDATES, ConstantRewardEnv, PPOScript, run_cli
 from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
 from ppo_contract import learning_score
 
 SCRIPT = PPOScript(
     name="ppo_transformer",
     env_id="CartPole-v1",
-    tiny=dict(
-        total_timesteps=256,
-        num_envs=2,
-        num_steps=64,
-        num_minibatches=2,
-        update_epochs=2,
-        eval_episodes=2,
-    ),
+    tiny=TWO_SMALL_UPDATES,
     recorded_flags=("--norm-reward", "--clip-vloss"),
     test_env_suffix="",
     wrong_env_id="Pendulum-v1",
