@@ -219,6 +219,14 @@ EXPERIMENTS = {
         "env_id": "popgym:popgym-CountRecallEasy-v0",
         "steps": 300_000,
         "flags": ["--context-len", "64"],
+        "plot_with": ["popgym-countrecall-k1"],
+    },
+    # The same agent without memory (a window of the current observation only): the baseline.
+    "popgym-countrecall-k1": {
+        "script": "ppo_transformer.py",
+        "env_id": "popgym:popgym-CountRecallEasy-v0",
+        "steps": 300_000,
+        "flags": ["--context-len", "1"],
     },
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without
     # memory (a window of one observation) and with GTrXL's gates; plain CartPole-v1 with
@@ -583,12 +591,12 @@ def collect(names: list, bins: int = 50) -> None:
             where = record.get("ran_on", {})
             summary.append([
                 name, exp["env_id"], seed, int(steps.max()) if len(steps) else 0,
-                round(float(np.mean(evals)), 1) if evals else "",
-                round(float(values[-20:].mean()), 1) if len(values) else "",
+                rounded(np.mean(evals)) if evals else "",
+                rounded(values[-20:].mean()) if len(values) else "",
                 int(sps[-1][1]) if sps else "",
                 *(where.get(key, "") for key in SUMMARY_FIELDS[7:12]),
                 # The statistic CleanRL and RL Zoo publish: the last 100 training episodes.
-                round(float(values[-100:].mean()), 1) if len(values) else "",
+                rounded(values[-100:].mean()) if len(values) else "",
             ])  # fmt: skip
     all_curves = merge_csv(RESULTS / "curves.csv", CURVE_FIELDS, curves)
     all_summary = merge_csv(RESULTS / "summary.csv", SUMMARY_FIELDS, summary)
@@ -662,6 +670,12 @@ def plot(name: str, rows: list) -> None:
     plt.close(fig)
 
 
+def rounded(x) -> float:
+    """A return for the tables: one decimal, three where returns are small (POPGym's lie in
+    [-1, 1])."""
+    return round(float(x), 1 if abs(x) >= 10 else 3)
+
+
 def write_table(summary: list, names: list) -> None:
     """Write results/summary.md, mean +- std over seeds of every experiment in summary.csv
     (returns for the learning experiments, steps/s for the speed ones: names with "speed"),
@@ -675,7 +689,10 @@ def write_table(summary: list, names: list) -> None:
         cells = []
         for column in columns:
             values = [float(r[column]) for r in rows if r[column] != ""]
-            cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "")
+            digits = 1 if not values or np.abs(values).max() >= 10 else 3
+            cells.append(
+                f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else ""
+            )
         env_id = EXPERIMENTS[name]["env_id"] if name in EXPERIMENTS else ""
         steps = f"{EXPERIMENTS[name]['steps']:,}" if name in EXPERIMENTS else ""
         lines[name] = f"| {name} | {env_id} | {steps} | {len(rows)} | " + " | ".join(cells) + " |"
