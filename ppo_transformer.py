@@ -92,7 +92,7 @@ class Args:
     mask_velocity: bool = False
     """hide the velocities (CartPole, Acrobot, LunarLander, MountainCar): memory must infer them"""
     context_len: int = 16
-    """K: each step sees the last K observations of its own episode (1: a memoryless agent)"""
+    """K: each step sees the last K observations of its own episode, none older (1: no memory)"""
     embed_dim: int = 32
     """width of the transformer: observation embedding, attention and feed-forward layers"""
     num_layers: int = 1
