@@ -343,8 +343,8 @@ EXPERIMENTS = {
         "flags": SPEED_FLAGS,
     },
     # What --compile does on a CPU, eager and compiled in one invocation (--jobs 1): SAC past its
-    # 5k random steps (15k updates, the compilation's seconds included), PPO's HalfCheetah
-    # settings beside halfcheetah-speed.
+    # 5k random steps (15k updates, the compilation's seconds included), and PPO with
+    # halfcheetah-speed's settings (benchmarks/steady_speed.py: the speed after compilation).
     "sac-speed-20k": {
         "script": "sac.py",
         "env_id": "HalfCheetah-v4",
@@ -356,6 +356,12 @@ EXPERIMENTS = {
         "env_id": "HalfCheetah-v4",
         "steps": 20_000,
         "flags": [*SPEED_FLAGS, "--compile"],
+    },
+    "halfcheetah-speed-eager": {
+        "script": "ppo_continuous.py",
+        "env_id": "HalfCheetah-v4",
+        "steps": 20_480,
+        "flags": [*SPEED_FLAGS, "--init-log-std", "0"],
     },
     "halfcheetah-speed-compile": {
         "script": "ppo_continuous.py",
