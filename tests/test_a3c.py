@@ -1,8 +1,8 @@
 """Tests of a3c.py: its math against hand numbers, the shared model and optimizer across real
 processes, the fault handling (a failing worker, Ctrl-C, a killed worker: a clear message, no
 orphan process, no hang), runs, checkpoints, clear errors, and that it learns with 2 workers
-(and does not when the gradients never reach the shared model or the policy gradient is
-flipped). Every test that starts processes has a timeout."""
+(and does not when the gradients never reach the shared model). Every test that starts
+processes has a timeout."""
 
 import ast
 import importlib.util
@@ -529,20 +529,11 @@ def test_learns_cartpole_with_two_workers(tmp_path):
     assert learning_score(a3c, tmp_path) >= 75.0
 
 
-@pytest.mark.parametrize(
-    "name, old, new",
-    [
-        (
-            "a3c_no_shared_gradient",
-            "shared_param.grad.copy_(local_param.grad)",
-            "shared_param.grad.zero_()",
-        ),
-        (
-            "a3c_flipped_gradient",
-            "return -(log_probs * advantages).mean()",
-            "return (log_probs * advantages).mean()",
-        ),
-    ],
-)
-def test_broken_updates_do_not_learn(tmp_path, name, old, new):
-    assert learning_score(load_mutant(tmp_path, name, old, new), tmp_path) < 40.0
+def test_gradients_that_never_reach_the_shared_model_do_not_learn(tmp_path):
+    mutant = load_mutant(
+        tmp_path,
+        "a3c_no_shared_gradient",
+        "shared_param.grad.copy_(local_param.grad)",
+        "shared_param.grad.zero_()",
+    )
+    assert learning_score(mutant, tmp_path) < 40.0

@@ -450,15 +450,8 @@ def test_pendulum_learns(tmp_path):
     assert learning_score(tmp_path) >= -350
 
 
-@pytest.mark.parametrize(
-    "broken",
-    [
-        lambda rewards, *a: (torch.zeros_like(rewards), *a),  # the critic never sees a reward
-        lambda *a: (*a[:-1], 0.0),  # gamma = 0: no bootstrap, the critic only sees one step
-    ],
-    ids=["no-reward", "no-bootstrap"],
-)
-def test_broken_critic_does_not_learn(tmp_path, monkeypatch, broken):
+def test_a_critic_without_bootstrap_does_not_learn(tmp_path, monkeypatch):
+    # gamma = 0 in the target: the critic only sees one step's reward.
     original = sac.soft_q_target
-    monkeypatch.setattr(sac, "soft_q_target", lambda *a: original(*broken(*a)))
+    monkeypatch.setattr(sac, "soft_q_target", lambda *a: original(*a[:-1], 0.0))
     assert learning_score(tmp_path) < -700
