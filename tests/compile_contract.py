@@ -25,7 +25,10 @@ def test_compiled_training_computes_what_the_eager_one_does(sut, tmp_path):
     # code draws torch's own random numbers, in the eager order, so a short run must end with
     # the eager run's weights and log the same losses, up to the rounding of fused kernels: a
     # compiled loss that lost a term, a detach or a sign would drift far from them.
+    # dynamo.reset keeps the counters of earlier tests' compilations: clear them too, so that
+    # the count below is this run's.
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     eager = sut.module.train(sut.args(tmp_path / "eager", eval_episodes=0))
     with torch._inductor.config.patch(fallback_random=True):
         compiled = sut.module.train(sut.args(tmp_path / "compiled", eval_episodes=0, compile=True))
@@ -54,7 +57,7 @@ def test_cudagraphs_without_a_gpu_are_refused(sut, tmp_path, overrides):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_compiled_and_cudagraphed_runs_match_eager_and_resume(sut, tmp_path):
+def test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume(sut, tmp_path):
     # On a GPU the compiled code draws its own random numbers (no fallback_random): the runs
     # cannot match number for number, but every mode must train to finite weights of the eager
     # run's scale, and a checkpoint of a graphed run must resume.

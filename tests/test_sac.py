@@ -14,7 +14,7 @@ import torch
 from compile_contract import (  # noqa: F401
     test_compiled_training_computes_what_the_eager_one_does,
     test_cudagraphs_without_a_gpu_are_refused,
-    test_gpu_compiled_and_cudagraphed_runs_match_eager_and_resume,
+    test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume,
     test_gpu_cudagraph_replays_draw_new_noise,
 )
 from conftest import (
