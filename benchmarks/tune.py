@@ -22,6 +22,8 @@ the objective:
       learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
       update_epochs: {type: int, low: 2, high: 20}
       norm_obs: {type: categorical, choices: [true, false]}
+    start:                        # optional: settings the first trials try, before the sampler
+      - {learning_rate: 3.0e-4, update_epochs: 10, norm_obs: true}  # (any it omits: sampled)
 
 While a trial runs, its TensorBoard events are read every few seconds, and the mean of the last
 `last_episodes` training episodes is reported to Optuna at each `report_every` steps, so the
@@ -68,6 +70,7 @@ OPTIONAL = {
     "pruner": {"type": "median"},
     "report_every": None,  # default: a tenth of the budget
     "fixed": {},
+    "start": [],
     "sampler_seed": 0,
 }
 POLL_SECONDS = 2.0
@@ -123,6 +126,7 @@ def load_study_file(path: str) -> dict:
         raise StudyError(f"{path}: {sorted(clash)} are set by the study itself, not per trial")
     for name, spec in study["space"].items():
         check_distribution(path, name, spec)
+    check_start(path, study["start"], study["space"])
     study["report_every"] = study["report_every"] or max(1, int(study["total_timesteps"]) // 10)
     study["pruner"] = make_pruner(path, study["pruner"])
     return study
@@ -145,6 +149,21 @@ def check_distribution(path: str, name: str, spec) -> None:
         raise StudyError(f"{path}: space: {name} ({spec['type']}) needs {missing}")
     if spec["type"] != "categorical" and not spec["low"] < spec["high"]:
         raise StudyError(f"{path}: space: {name} needs low < high")
+
+
+def check_start(path: str, start, space: dict) -> None:
+    """The starting points: mappings of space names to values inside their ranges."""
+    if not isinstance(start, list) or not all(isinstance(point, dict) for point in start):
+        raise StudyError(f"{path}: start must be a list of mappings of space names to values")
+    for point in start:
+        for name, value in point.items():
+            if name not in space:
+                raise StudyError(f"{path}: start: {name!r} is not in the search space")
+            spec = space[name]
+            inside = (value in spec["choices"] if spec["type"] == "categorical"
+                      else spec["low"] <= value <= spec["high"])  # fmt: skip
+            if not inside:
+                raise StudyError(f"{path}: start: {name} = {value!r} is outside its range")
 
 
 def make_pruner(path: str, spec: dict):
@@ -392,6 +411,9 @@ def main(argv=None) -> None:
     out = path.with_suffix("")
     storage = args.storage or f"sqlite:///{out}.db"
     optuna_study = open_study(study, path.stem, storage)
+    if not optuna_study.trials:  # a new study: its starting points come first
+        for point in study["start"]:
+            optuna_study.enqueue_trial(point)
     total = int(study["trials"])
     remaining = total - len(finished(optuna_study))
     if not args.report and remaining > 0:

@@ -88,7 +88,7 @@ def test_tuner_records_trials_prunes_and_resumes(tmp_path, monkeypatch, capsys):
     tune = load_script("benchmarks/tune")
     monkeypatch.setattr(tune, "POLL_SECONDS", 0.2)
     study_file = tmp_path / "tiny.yaml"
-    write_study(study_file)
+    write_study(study_file, start=[{"learning_rate": 0.0042}])  # the first trial tries it
     tune.main([str(study_file)])
     out = capsys.readouterr().out
     assert "trial 0:" in out and "1/1 done" in out and "best command: python ppo_discrete.py" in out
@@ -101,10 +101,10 @@ def test_tuner_records_trials_prunes_and_resumes(tmp_path, monkeypatch, capsys):
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "PRUNED"]
     assert study.trials[1].intermediate_values  # reported while it ran
-    assert (
-        "--num-envs 4" in study.trials[0].user_attrs["flags"]
-        and "--learning-rate" in study.trials[0].user_attrs["flags"]
-    )
+    assert study.trials[0].params == {"learning_rate": 0.0042}
+    assert "--num-envs 4" in study.trials[0].user_attrs["flags"]
+    assert "--learning-rate 0.0042" in study.trials[0].user_attrs["flags"]
+    assert study.trials[1].params["learning_rate"] != 0.0042  # sampled: enqueued only once
     with open(tmp_path / "tiny-trials.csv") as f:
         assert [row["state"] for row in csv.DictReader(f)] == states
     assert (tmp_path / "tiny-history.png").stat().st_size > 0
@@ -118,6 +118,7 @@ def test_tuner_records_trials_prunes_and_resumes(tmp_path, monkeypatch, capsys):
         ({"pruner": {"type": "hyperband2"}}, "pruner type must be one of"),
         ({"space": {"gamma": {"type": "float", "low": 1, "high": 0.5}}}, "needs low < high"),
         ({"fixed": {"seed": 3}}, "set by the study itself"),
+        ({"start": [{"learning_rate": 0.5}]}, "learning_rate = 0.5 is outside its range"),
     ],
 )
 def test_a_bad_study_file_is_refused_in_one_line(tmp_path, change, message):
