@@ -221,6 +221,13 @@ EXPERIMENTS = {
         "flags": ["--context-len", "64"],
         "plot_with": ["popgym-repeatfirst-k16"],
     },
+    # The same, 1M steps: is RepeatFirst's rise at 300k steps on its way to a solved task?
+    "popgym-repeatfirst-k64-1m": {
+        "script": "ppo_transformer.py",
+        "env_id": "popgym:popgym-RepeatFirstEasy-v0",
+        "steps": 1_000_000,
+        "flags": ["--context-len", "64"],
+    },
     "popgym-repeatfirst-k16": {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
