@@ -583,6 +583,13 @@ def ran_on(script: str, cuda: bool) -> dict:
             "cpu_units": "+".join(units), "gpu": gpu}  # fmt: skip
 
 
+def latest_run(work: Path):
+    """The newest run folder under a seed's `work/runs/` (the scripts name them by start time),
+    or None before the script has made one."""
+    dirs = sorted(p for p in (work / "runs").glob("*") if p.is_dir())
+    return dirs[-1] if dirs else None
+
+
 def read_scalars(run_dir: str) -> dict:
     """{tag: [(step, value), ...]} of every scalar in the TensorBoard events under run_dir."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -616,8 +623,7 @@ def collect(names: list, bins: int = 50) -> None:
                 continue
             seed = int(work.name[4:])
             record = json.loads((work / "done.json").read_text())
-            run_dirs = sorted((work / "runs").iterdir())
-            scalars = read_scalars(str(run_dirs[-1]))
+            scalars = read_scalars(str(latest_run(work)))
             returns = scalars.get("charts/episodic_return", [])
             steps = np.array([s for s, _ in returns])
             values = np.array([v for _, v in returns])
@@ -709,10 +715,14 @@ def plot(name: str, rows: list) -> None:
     plt.close(fig)
 
 
-def rounded(x) -> float:
-    """A return for the tables: one decimal, three where returns are small (POPGym's lie in
+def decimals(magnitude: float) -> int:
+    """Decimals of a return in the tables: one, three where returns are small (POPGym's lie in
     [-1, 1])."""
-    return round(float(x), 1 if abs(x) >= 10 else 3)
+    return 1 if magnitude >= 10 else 3
+
+
+def rounded(x) -> float:
+    return round(float(x), decimals(abs(x)))
 
 
 def write_table(summary: list, names: list) -> None:
@@ -728,7 +738,7 @@ def write_table(summary: list, names: list) -> None:
         cells = []
         for column in columns:
             values = [float(r[column]) for r in rows if r[column] != ""]
-            digits = 1 if not values or np.abs(values).max() >= 10 else 3
+            digits = decimals(np.abs(values).max()) if values else 1
             cells.append(
                 f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else ""
             )

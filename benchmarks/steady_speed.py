@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-RUNS = Path(__file__).resolve().parent / "runs"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RUNS, latest_run  # noqa: E402  (benchmarks/ is a folder of scripts)
+
 FROM_STEP = 6000
 
 
@@ -32,8 +34,8 @@ def main() -> None:
     print("| experiment | seeds | steps/s, whole run | steps/s from step 6000 on |")
     print("| --- | --- | --- | --- |")
     for name in sys.argv[1:]:
-        rows = [speeds(sorted((seed / "runs").iterdir())[-1]) for seed in
-                sorted((RUNS / name).glob("seed*")) if (seed / "done.json").exists()]  # fmt: skip
+        rows = [speeds(latest_run(seed)) for seed in sorted((RUNS / name).glob("seed*"))
+                if (seed / "done.json").exists()]  # fmt: skip
         whole, steady = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
         print(f"| {name} | {len(rows)} | {whole.mean():.1f} ± {whole.std():.1f} | "
               f"{steady.mean():.1f} ± {steady.std():.1f} |")  # fmt: skip

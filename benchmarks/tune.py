@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, read_scalars  # noqa: E402  (benchmarks/ is a folder of scripts)
+from run import ROOT, latest_run, read_scalars  # noqa: E402  (benchmarks/ is a folder of scripts)
 
 REQUIRED = ("script", "env_id", "total_timesteps", "trials", "space")
 OPTIONAL = {
@@ -160,8 +160,11 @@ def check_start(path: str, start, space: dict) -> None:
             if name not in space:
                 raise StudyError(f"{path}: start: {name!r} is not in the search space")
             spec = space[name]
-            inside = (value in spec["choices"] if spec["type"] == "categorical"
-                      else spec["low"] <= value <= spec["high"])  # fmt: skip
+            if spec["type"] == "categorical":
+                inside = value in spec["choices"]
+            else:
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                inside = number and spec["low"] <= value <= spec["high"]
             if not inside:
                 raise StudyError(f"{path}: start: {name} = {value!r} is outside its range")
 
@@ -220,8 +223,8 @@ def to_flags(settings: dict) -> list:
 # ---------------------------------------------------------------------------------------------
 def episode_returns(run_dir: Path) -> list:
     """[(step, return), ...] of the training episodes the run has logged so far."""
-    dirs = sorted(p for p in (run_dir / "runs").glob("*") if p.is_dir())
-    return read_scalars(str(dirs[-1])).get("charts/episodic_return", []) if dirs else []
+    latest = latest_run(run_dir)
+    return read_scalars(str(latest)).get("charts/episodic_return", []) if latest else []
 
 
 def value_at(returns: list, step: int, last: int) -> float:
@@ -231,8 +234,8 @@ def value_at(returns: list, step: int, last: int) -> float:
 
 
 def final_value(run_dir: Path, objective: str, last: int) -> float:
-    dirs = sorted(p for p in (run_dir / "runs").glob("*") if p.is_dir())
-    scalars = read_scalars(str(dirs[-1])) if dirs else {}
+    latest = latest_run(run_dir)
+    scalars = read_scalars(str(latest)) if latest else {}
     tag = "eval/episodic_return" if objective == "eval" else "charts/episodic_return"
     values = [v for _, v in scalars.get(tag, [])]
     if not values:

@@ -119,6 +119,7 @@ def test_tuner_records_trials_prunes_and_resumes(tmp_path, monkeypatch, capsys):
         ({"space": {"gamma": {"type": "float", "low": 1, "high": 0.5}}}, "needs low < high"),
         ({"fixed": {"seed": 3}}, "set by the study itself"),
         ({"start": [{"learning_rate": 0.5}]}, "learning_rate = 0.5 is outside its range"),
+        ({"start": [{"learning_rate": "fast"}]}, "learning_rate = 'fast' is outside its range"),
     ],
 )
 def test_a_bad_study_file_is_refused_in_one_line(tmp_path, change, message):
