@@ -294,6 +294,25 @@ def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context
     return windows, masks
 
 
+def following_windows(
+    history: torch.Tensor,
+    steps: torch.Tensor,
+    env_ids: torch.Tensor,
+    following_obs: torch.Tensor,
+    episode_starts: torch.Tensor,
+    context_len: int,
+) -> tuple:
+    """The windows of observations that are not in the history but follow one of its steps: the
+    final observation of an episode truncated at step t, or the one that follows the rollout's
+    last step. Each window is the K - 1 rows before it (rows t + 1 .. t + K - 1 of env i, as in
+    episode_windows), then itself; steps, env_ids, episode_starts [M], following_obs [M, D].
+    Returns windows [M, K, D] and masks [M, K] (False before the episode start)."""
+    offsets = torch.arange(context_len, device=history.device)
+    rows = steps[:, None] + 1 + offsets  # the row each slot would have: the last is new
+    windows = torch.cat([history[rows[:, :-1], env_ids[:, None]], following_obs[:, None]], 1)
+    return windows, rows >= episode_starts[:, None]
+
+
 def attention_mask(masks: torch.Tensor) -> torch.Tensor:
     """Which slots of a window each slot may attend to, from masks [B, L] (True: in the current
     episode): allowed[b, i, j] = j <= i (causal) and masks[b, j]. A slot before the episode start
@@ -493,6 +512,27 @@ class Agent(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# The loss of one minibatch, on the network above
+# ---------------------------------------------------------------------------------------------
+def ppo_loss(
+    agent, windows, masks, actions, old_logprobs, advantages, old_values, returns, args
+) -> tuple:
+    """The PPO objective of one minibatch as a loss to minimize,
+        L = L_clip - ent_coef * entropy + vf_coef * L_value,
+    its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
+    new_logprob, entropy, new_value, _ = agent.evaluate_actions(windows, masks, actions)
+    logratio = new_logprob - old_logprobs
+    ratio = logratio.exp()
+    if args.norm_adv:
+        advantages = normalize(advantages)
+    pg_loss = policy_loss(ratio, advantages, args.clip_coef)
+    v_loss = value_loss(new_value, old_values, returns, args.clip_coef, args.clip_vloss)
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
+    return loss, pg_loss, v_loss, entropy_loss, ratio
+
+
+# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
@@ -601,23 +641,20 @@ def train(args: Args) -> dict:
                 if truncated_obs:
                     # Added after the scaling above: V estimates the return of scaled rewards, so
                     # gamma * V(final_obs) is already in the units of the scaled reward it joins.
-                    # The window of a final observation: the K - 1 rows before it, of its episode.
-                    final_windows = torch.stack([
-                        torch.cat([obs[step + 1 : step + context_len, i], to_obs_tensor(final)])
-                        for (step, i, _), final in zip(truncated_slots, truncated_obs)
-                    ])  # fmt: skip
-                    final_masks = torch.stack(
-                        [step + 1 + slots >= start for step, _, start in truncated_slots]
+                    steps, env_ids, starts = torch.tensor(truncated_slots, device=device).T
+                    final_obs = to_obs_tensor(np.stack(truncated_obs))
+                    final_values = agent.get_value(
+                        *following_windows(obs, steps, env_ids, final_obs, starts, context_len)
                     )
-                    final_values = agent.get_value(final_windows, final_masks)
                     for (step, env_idx, _), final_value in zip(truncated_slots, final_values):
                         rewards[step, env_idx] += args.gamma * final_value
-                # The K - 1 last rows, then next_obs.
-                next_windows = torch.cat(
-                    [obs[args.num_steps :].transpose(0, 1), next_obs[:, None]], 1
-                )
-                next_masks = args.num_steps + slots >= episode_start[:, None]
-                next_value = agent.get_value(next_windows, next_masks)
+                # V(s_T): next_obs follows the rollout's last step in every env.
+                last_steps = torch.full((args.num_envs,), args.num_steps - 1, device=device)
+                every_env = torch.arange(args.num_envs, device=device)
+                next_value = agent.get_value(
+                    *following_windows(obs, last_steps, every_env, next_obs, episode_start,
+                                       context_len)
+                )  # fmt: skip
                 advantages = compute_gae(
                     rewards, values, dones, next_value, args.gamma, args.gae_lambda
                 )
@@ -636,24 +673,11 @@ def train(args: Args) -> dict:
                 permutation = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
-                    new_logprob, entropy, new_value, _ = agent.evaluate_actions(
-                        b_windows[mb], b_masks[mb], b_actions[mb]
-                    )
-                    logratio = new_logprob - b_logprobs[mb]
-                    ratio = logratio.exp()
+                    loss, pg_loss, v_loss, entropy_loss, ratio = ppo_loss(
+                        agent, b_windows[mb], b_masks[mb], b_actions[mb], b_logprobs[mb],
+                        b_advantages[mb], b_values[mb], b_returns[mb], args,
+                    )  # fmt: skip
                     ratios.append(ratio.detach())
-
-                    mb_advantages = b_advantages[mb]
-                    if args.norm_adv:
-                        mb_advantages = normalize(mb_advantages)
-
-                    pg_loss = policy_loss(ratio, mb_advantages, args.clip_coef)
-                    v_loss = value_loss(
-                        new_value, b_values[mb], b_returns[mb], args.clip_coef, args.clip_vloss
-                    )
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
-
                     optimizer.zero_grad()
                     loss.backward()
                     grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
