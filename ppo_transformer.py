@@ -93,6 +93,9 @@ class Args:
     """hide the velocities (CartPole, Acrobot, LunarLander, MountainCar): memory must infer them"""
     context_len: int = 16
     """K: each step sees the last K observations of its own episode, none older (1: no memory)"""
+    position_from_start: bool = False
+    """also give each slot a learned position counted forward from the oldest observation of its
+    episode in the window (the episode's first while the episode is shorter than K)"""
     embed_dim: int = 32
     """width of the transformer: observation embedding, attention and feed-forward layers"""
     num_layers: int = 1
@@ -454,6 +457,14 @@ class Agent(nn.Module):
         self.embed = nn.Linear(obs_dim, dim)
         # Learned positions, counted back from the current step: the last slot is always "now".
         self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
+        # Optional, counted forward from the window's oldest observation of the episode: with
+        # these, "attend to the episode's first observation" is one learned query, not a search
+        # for the oldest slot among positions that differ at every step.
+        self.position_from_start = (
+            nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
+            if args.position_from_start
+            else None
+        )
         self.blocks = nn.ModuleList(
             Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers)
         )
@@ -476,6 +487,11 @@ class Agent(nn.Module):
         if masks is None:
             masks = torch.ones(batch, length, dtype=torch.bool, device=windows.device)
         x = self.embed(self.normalize(windows)) + self.position[-length:]
+        if self.position_from_start is not None:
+            # Slot j's index among the window's slots of the current episode (masked slots get
+            # 0 and are never attended).
+            since_start = (masks.long().cumsum(-1) - 1).clamp_min(0)
+            x = x + self.position_from_start[since_start]
         allowed = attention_mask(masks)
         for i, block in enumerate(self.blocks):
             x, weights = block(x, allowed, last_only=i == len(self.blocks) - 1)

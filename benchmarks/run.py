@@ -241,6 +241,15 @@ EXPERIMENTS = {
         "steps": 1_000_000,
         "flags": ["--context-len", "64"],
     },
+    # The same with positions counted from the window's oldest observation of the episode too
+    # (--position-from-start): the first card is then at one fixed position.
+    "popgym-repeatfirst-k64-start": {
+        "script": "ppo_transformer.py",
+        "env_id": "popgym:popgym-RepeatFirstEasy-v0",
+        "steps": 300_000,
+        "flags": ["--context-len", "64", "--position-from-start"],
+        "plot_with": ["popgym-repeatfirst-k64", "popgym-repeatfirst-k16"],
+    },
     "popgym-repeatfirst-k16": {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",

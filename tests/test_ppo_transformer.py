@@ -62,9 +62,9 @@ def small_agent(**overrides) -> "ppo.Agent":
 # ---------------------------------------------------------------------------------------------
 # The attention mask, on the network itself
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("gated", [False, True])
-def test_observations_of_other_episodes_do_not_change_the_output(gated):
-    agent = small_agent(gated=gated)
+@pytest.mark.parametrize("variant", [{}, {"gated": True}, {"position_from_start": True}])
+def test_observations_of_other_episodes_do_not_change_the_output(variant):
+    agent = small_agent(**variant)
     windows = torch.randn(4, 6, 3)
     starts = torch.tensor([0, 2, 5, 3])  # the slot where each window's episode begins
     masks = torch.arange(6) >= starts[:, None]
@@ -72,8 +72,11 @@ def test_observations_of_other_episodes_do_not_change_the_output(gated):
     others = torch.where(masks[..., None], windows, 100 * torch.randn(4, 6, 3))
     assert torch.equal(agent.encode(others, masks)[0], features)
     assert torch.all(attention.masked_select(~masks[:, None, :]) == 0)
-    # A window of the current observation alone is the same as one whose earlier slots are masked.
-    torch.testing.assert_close(agent.encode(windows[2, -1:].unsqueeze(0))[0], features[2:3])
+    # A window that begins at the episode start (as in evaluation) is the same as one whose
+    # earlier slots are masked: positions, counted back or from the start, agree.
+    for b, start in enumerate(starts.tolist()):
+        shorter = agent.encode(windows[b, start:].unsqueeze(0))[0]
+        torch.testing.assert_close(shorter, features[b : b + 1])
     # The test can fail: an earlier observation of the same episode does change the output.
     earlier = windows.clone()
     earlier[[0, 1, 3], starts[[0, 1, 3]]] += 1.0
