@@ -87,21 +87,27 @@ def test_observations_of_other_episodes_do_not_change_the_output(variant):
 def test_a_slot_sees_neither_later_slots_nor_other_episodes():
     # Inside the network, slot i's output depends only on slots j <= i of its episode: checked on
     # the first block's output for every slot, with the mask that the agent builds.
-    block = small_agent().blocks[0]
+    agent = small_agent()
+    block = agent.blocks[0]
     x = torch.randn(2, 6, 16)
+    index = torch.arange(12).reshape(2, 6)  # each window's slots are rows of their own
+    positions = [(agent.position, torch.arange(6))]
     masks = torch.arange(6) >= torch.tensor([0, 2])[:, None]
-    allowed = ppo.attention_mask(masks)
-    out, _ = block(x, allowed, last_only=False)
+    out, _ = block(x.reshape(12, 16), index, positions, masks, last_only=False)
     for i in range(6):
         later = x.clone()
         later[:, i + 1 :] = 100 * torch.randn_like(later[:, i + 1 :])
         later[1, :2] = 100 * torch.randn(2, 16)  # slots before env 1's episode start
-        changed_out, _ = block(later, allowed, last_only=False)
+        changed_out, _ = block(later.reshape(12, 16), index, positions, masks, last_only=False)
         assert torch.equal(changed_out[0, : i + 1], out[0, : i + 1]), i
         assert i < 2 or torch.equal(changed_out[1, 2 : i + 1], out[1, 2 : i + 1]), i
-    # The last block computes only the current step, and the same numbers as the whole window.
-    last, _ = block(x, allowed, last_only=True)
-    torch.testing.assert_close(last[:, 0], out[:, -1])
+    # The last block computes only the current step, and the same numbers as the whole window,
+    # also when windows share rows: here both windows read the same six rows.
+    last, _ = block(x.reshape(12, 16), index, positions, masks, last_only=True)
+    torch.testing.assert_close(last, out[:, -1])
+    shared, _ = block(x[0], torch.arange(6).expand(2, 6), positions, masks, last_only=True)
+    alone, _ = block(x[[0, 0]].reshape(12, 16), index, positions, masks, last_only=True)
+    torch.testing.assert_close(shared, alone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +119,8 @@ def test_episode_windows_by_hand():
     # row 1, and its next one at row 4 (step 2).
     history = (10 * torch.arange(6.0)[:, None] + torch.arange(2.0)).unsqueeze(-1)  # [6, 2, 1]
     episode_starts = torch.tensor([[-5, 1], [-5, 1], [-5, 4], [-5, 4]])
-    windows, masks = ppo.episode_windows(history, episode_starts, 3)
+    index, masks = ppo.episode_windows(history, episode_starts, 3)
+    windows = history.reshape(-1, 1)[index]
     assert windows.shape == (4, 2, 3, 1) and masks.shape == (4, 2, 3)
     assert windows[2, 1, :, 0].tolist() == [21, 31, 41]  # rows 2, 3, 4: step 2's own row is 4
     assert windows[0, 0, :, 0].tolist() == [0, 10, 20]
@@ -124,9 +131,8 @@ def test_episode_windows_by_hand():
         [False, False, True],
         [False, True, True],
     ]
-    # A view of the history: rows after a step's own never enter its window.
-    history[5] = -1.0
-    assert windows[2, 1, :, 0].tolist() == [21, 31, 41]
+    # Rows after a step's own never enter its window.
+    assert index[:, :, -1].flatten().tolist() == list(range(4, 12))  # rows 2 .. 5 of both envs
 
 
 def assert_is_episode_window(window: torch.Tensor, mask: torch.Tensor, last: float):
@@ -149,9 +155,10 @@ def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch,
             acted.append((windows.clone(), masks.clone()))
             return super().sample_action(windows, masks)
 
-        def evaluate_actions(self, windows, masks, actions):
-            evaluated.append((windows.clone(), masks.clone()))
-            return super().evaluate_actions(windows, masks, actions)
+        def evaluate_actions(self, windows, masks, actions, index=None):
+            seen = windows if index is None else windows[index]  # the update's windows
+            evaluated.append((seen.clone(), masks.clone()))
+            return super().evaluate_actions(windows, masks, actions, index)
 
         def get_value(self, windows, masks=None):
             valued.append((windows.clone(), masks.clone()))
