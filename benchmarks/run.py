@@ -242,13 +242,20 @@ EXPERIMENTS = {
         "flags": ["--context-len", "64"],
     },
     # The same with positions counted from the window's oldest observation of the episode too
-    # (--position-from-start): the first card is then at one fixed position.
+    # (--position-from-start): the first card is then at one fixed position while it is in the
+    # window. With K = 16 it leaves the window after 16 steps, and nothing recalls it.
     "popgym-repeatfirst-k64-start": {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
         "steps": 300_000,
         "flags": ["--context-len", "64", "--position-from-start"],
-        "plot_with": ["popgym-repeatfirst-k64", "popgym-repeatfirst-k16"],
+        "plot_with": ["popgym-repeatfirst-k16-start"],
+    },
+    "popgym-repeatfirst-k16-start": {
+        "script": "ppo_transformer.py",
+        "env_id": "popgym:popgym-RepeatFirstEasy-v0",
+        "steps": 300_000,
+        "flags": ["--context-len", "16", "--position-from-start"],
     },
     "popgym-repeatfirst-k16": {
         "script": "ppo_transformer.py",
