@@ -135,6 +135,26 @@ def test_episode_windows_by_hand():
     assert index[:, :, -1].flatten().tolist() == list(range(4, 12))  # rows 2 .. 5 of both envs
 
 
+@pytest.mark.parametrize("variant", [{}, {"gated": True}, {"position_from_start": True}])
+def test_the_update_reads_shared_rows_as_the_policy_read_its_windows(variant):
+    # The update embeds each row of the history once and indexes it (Agent.encode with index);
+    # the policy acted on each window as a tensor of its own. Both give the same numbers.
+    agent = small_agent(**variant)
+    history = torch.randn(5 + 4, 3, 3)  # K - 1 = 5 carried rows, then 4 steps, 3 envs
+    episode_starts = torch.tensor([[0, 5, 3]]).expand(4, 3).clone()  # rows; step t is row 5 + t
+    episode_starts[2:, 0] = 7  # env 0's next episode begins at step 2 (row 7)
+    index, masks = ppo.episode_windows(history, episode_starts, 6)
+    rows, index, masks = history.reshape(-1, 3), index.reshape(-1, 6), masks.reshape(-1, 6)
+    actions = torch.randint(0, 2, (12,))
+    shared = agent.evaluate_actions(rows, masks, actions, index)
+    alone = agent.evaluate_actions(rows[index], masks, actions)
+    for a, b in zip(shared, alone):
+        torch.testing.assert_close(a, b)
+    # The test can fail: windows that read each row one step too late differ.
+    late = agent.evaluate_actions(rows, masks, actions, (index + 3).clamp_max(len(rows) - 1))
+    assert not torch.allclose(late[0], shared[0])
+
+
 def assert_is_episode_window(window: torch.Tensor, mask: torch.Tensor, last: float):
     """On the counter envs: the unmasked slots are the steps first .. last of one episode, in order,
     where first is 0 (the episode start) unless the window is full; masked slots come before."""
