@@ -80,8 +80,9 @@ class Args:
     """clip the value update to clip_coef around the old value, as in the original PPO code"""
     ent_coef: float = 0.0
     """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
+    vf_coef: float = 0.25
+    """value loss coefficient (half of ppo_discrete.py's: here the value's gradient moves the
+    transformer that the policy reads too, and in long runs it unsettled the policy)"""
     max_grad_norm: float = 0.5
     """global gradient norm clipping threshold"""
     target_kl: Optional[float] = 0.02
@@ -96,7 +97,8 @@ class Args:
     """K: each step sees the last K observations of its own episode, none older (1: no memory)"""
     position_from_start: bool = False
     """also give each slot a learned position counted forward from the oldest observation of its
-    episode in the window (the episode's first while the episode is shorter than K)"""
+    episode in the window (the episode's first while the episode is shorter than K), so that
+    attention finds the episode's first observation at one fixed position"""
     embed_dim: int = 32
     """width of the transformer: observation embedding, attention and feed-forward layers"""
     num_layers: int = 1
