@@ -10,10 +10,9 @@ K observations of the current episode (--context-len) through a small causal tra
 pre-norm blocks (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762), optionally with the
 gated residuals of GTrXL (Parisotto et al. 2019, https://arxiv.org/abs/1910.06764). Slots of the
 window before the episode start are masked, never filled with the previous episode's frames.
-Each stored step knows its window as the rows of the rollout that it reads, so minibatches may
-shuffle steps exactly as in ppo_discrete.py while every observation is embedded once, not once
-per window that holds it. A window of K steps remembers the last K observations of the episode
-and nothing older.
+Each stored step carries its own window (cut from the rollout in one strided view), so
+minibatches may shuffle steps exactly as in ppo_discrete.py. A window of K steps remembers the
+last K observations of the episode and nothing older.
 
 --mask-velocity hides the velocities from the observation (CartPole-v1: keeps the cart position
 and the pole angle), so that the agent must infer speed from positions over time: a memoryless
@@ -80,9 +79,8 @@ class Args:
     """clip the value update to clip_coef around the old value, as in the original PPO code"""
     ent_coef: float = 0.0
     """entropy bonus coefficient"""
-    vf_coef: float = 0.25
-    """value loss coefficient (half of ppo_discrete.py's: here the value's gradient moves the
-    transformer that the policy reads too, and in long runs it unsettled the policy)"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
     max_grad_norm: float = 0.5
     """global gradient norm clipping threshold"""
     target_kl: Optional[float] = 0.02
@@ -281,25 +279,23 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
 
 
 def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context_len: int) -> tuple:
-    """Every step's window of its episode's last K = context_len observations, as the rows of the
-    history that it reads: the windows of neighbouring steps overlap in K - 1 rows, and the
-    network embeds each row once, whatever windows read it (Agent.encode).
+    """Every step's window of its episode's last K = context_len observations, cut from the
+    rollout in one strided view (no Python loop, no copy).
 
     history [K - 1 + T, N, D]: per env, the K - 1 observations carried over from the previous
     rollout, then this rollout's T, so that step t's own observation is row t + K - 1 and its
     window is rows t .. t + K - 1. episode_starts [T, N]: the row where step t's episode began.
-    Returns index [T, N, K], the position of each slot's observation in history.reshape(-1, D)
-    (row r of env n is r * N + n), and masks [T, N, K], where mask = row >= episode start: False
+    Returns windows [T, N, K, D] and masks [T, N, K], where mask = row >= episode start: False
     for the slots that belong to an earlier episode (or precede the first one).
     """
-    num_rows, num_envs = history.shape[:2]
+    num_steps = history.shape[0] - context_len + 1
+    windows = history.unfold(0, context_len, 1).transpose(-1, -2)  # [T, N, K, D]
     device = history.device
-    rows = torch.arange(num_rows - context_len + 1, device=device)[:, None] + torch.arange(
+    rows = torch.arange(num_steps, device=device)[:, None] + torch.arange(
         context_len, device=device
-    )  # [T, K]
-    index = rows[:, None, :] * num_envs + torch.arange(num_envs, device=device)[:, None]
+    )
     masks = rows[:, None, :] >= episode_starts[:, :, None]
-    return index, masks
+    return windows, masks
 
 
 def following_windows(
@@ -402,8 +398,7 @@ class Block(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.norm1 = nn.LayerNorm(dim)
-        self.query = nn.Linear(dim, dim)
-        self.key_value = nn.Linear(dim, 2 * dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
@@ -414,49 +409,36 @@ class Block(nn.Module):
     def residual(x: torch.Tensor, y: torch.Tensor, gate: Optional[GatedResidual]) -> torch.Tensor:
         return x + y if gate is None else gate(x, torch.relu(y))
 
-    def forward(self, x, index, positions, masks, last_only: bool) -> tuple:
-        """x [R, dim]: rows, each read by any number of windows; index [B, L]: the row of each
-        window's slot, oldest first; positions: (table, slots) pairs, each adding table[slots] to
-        every slot's normalized input (slots [L], or [B, L] per window); masks [B, L]: True where
-        the slot is in the current episode (always for the last slot, the current step).
-        With last_only, only the current step is computed: all the last block needs to return.
-        Returns the new x, [B, dim] with last_only and [B, L, dim] (every slot) otherwise, and
-        with last_only the current step's attention weights [B, heads, L] (None otherwise)."""
-        batch, length = index.shape
-        dim = x.shape[-1]
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool) -> tuple:
+        """x [B, L, dim]; allowed [B, L, L]: may slot i attend to slot j. With last_only, only the
+        last slot (the current step) is computed: all the last block needs to return.
+        Returns the new x and, with last_only, the current step's attention weights [B, heads,
+        L] (None otherwise)."""
+        batch, length, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         h = self.norm1(x)
+        # The keys and values of every slot; queries only where an output is needed.
+        weight, bias = self.qkv.weight, self.qkv.bias
+        k, v = nn.functional.linear(h, weight[dim:], bias[dim:]).split(dim, dim=-1)
+        k, v = k.reshape(batch, length, heads, head_dim), v.reshape(batch, length, heads, head_dim)
         if last_only:
-            # The attention reads each slot's h + p (its row's, plus its position's), and a
-            # linear map of a sum is the sum of the maps: W (h + p) = W h + W p. So the keys and
-            # values of a row are computed once, however many windows read it, and those of a
-            # position once per position.
-            kv = self.key_value(h).index_select(0, index.flatten()).reshape(batch, length, -1)
-            for table, slots in positions:
-                kv = kv + nn.functional.linear(table, self.key_value.weight)[slots]
-            k, v = kv.split(dim, dim=-1)  # [B, L, dim] each
-            # One query per window, the current step's: softmax(q k^T / sqrt(d) + mask) v as a
-            # weighted sum over the slots. A masked slot gets -inf, so its weight is exactly 0
-            # and its observation cannot change the output.
-            now = index[:, -1]
-            q = self.query(h[now] + sum(table[slots[..., -1]] for table, slots in positions))
-            scores = (q[:, None] * k).reshape(batch, length, heads, head_dim).sum(-1)
-            scores = scores / np.sqrt(head_dim)  # [B, L, heads]
-            weights = torch.softmax(scores.masked_fill(~masks[..., None], float("-inf")), dim=1)
-            attended = (weights[..., None] * v.reshape(batch, length, heads, head_dim)).sum(1)
-            attended = attended.reshape(batch, dim)
-            x, weights = x[now], weights.transpose(1, 2)  # weights [B, heads, L]
+            # One query per window: softmax(q k^T / sqrt(d) + mask) v as a weighted sum over
+            # the slots. A forbidden slot gets -inf, so its weight is exactly 0 and its
+            # observation cannot change the output.
+            q = nn.functional.linear(h[:, -1], weight[:dim], bias[:dim])
+            scores = (q.reshape(batch, 1, heads, head_dim) * k).sum(-1) / np.sqrt(head_dim)
+            forbidden = ~allowed[:, -1, :, None]  # [B, L, 1]
+            weights = torch.softmax(scores.masked_fill(forbidden, float("-inf")), dim=1)
+            attended = (weights[..., None] * v).sum(1).reshape(batch, 1, dim)
+            x, weights = x[:, -1:], weights.transpose(1, 2)  # weights [B, heads, L]
         else:
             # Every slot's query, through torch's fused scaled dot-product attention (the same
-            # softmax, masked alike, and causal: a slot attends to itself and earlier slots).
-            h = h[index] + sum(table[slots] for table, slots in positions)  # [B, L, dim]
-            q, k, v = self.query(h), *self.key_value(h).split(dim, dim=-1)
-            q, k, v = (t.reshape(batch, length, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+            # softmax, masked alike).
+            q = nn.functional.linear(h, weight[:dim], bias[:dim]).reshape(k.shape)
             attended = nn.functional.scaled_dot_product_attention(
-                q, k, v, attn_mask=attention_mask(masks)[:, None]
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None]
             )
             attended, weights = attended.transpose(1, 2).reshape(batch, length, dim), None
-            x = x[index]
         x = self.residual(x, self.proj(attended), self.gate1)
         x = self.residual(x, self.mlp(self.norm2(x)), self.gate2)
         return x, weights
@@ -475,14 +457,12 @@ class Agent(nn.Module):
         self.context_len = args.context_len
         self.embed = nn.Linear(obs_dim, dim)
         # Learned positions, counted back from the current step: the last slot is always "now".
-        # They join the layer-normed input of each attention (unit scale), so they start at a
-        # scale that the attention can tell apart from the start, not near 0.
-        self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.5)
+        self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
         # Optional, counted forward from the window's oldest observation of the episode: with
         # these, "attend to the episode's first observation" is one learned query, not a search
         # for the oldest slot among positions that differ at every step.
         self.position_from_start = (
-            nn.Parameter(torch.randn(args.context_len, dim) * 0.5)
+            nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
             if args.position_from_start
             else None
         )
@@ -497,38 +477,26 @@ class Agent(nn.Module):
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return obs if self.obs_rms is None else self.obs_rms(obs)
 
-    def encode(self, windows, masks=None, index=None) -> tuple:
-        """The features of each window's current step [B, dim] and the last block's attention
-        weights of the current step [B, heads, L].
-        windows [B, L, D]: raw observations, oldest first, L <= K (a single observation [B, D] is
-        a window of one). Or, with index [B, L], rows [R, D] that the windows share, slot j of
-        window b being row index[b, j] (the update's windows, from episode_windows): then each
-        row is embedded once. masks [B, L]: True where the slot is in the current episode (None:
-        all are)."""
-        if index is None:
-            if windows.dim() == 2:
-                windows = windows.unsqueeze(1)
-            batch, length, obs_dim = windows.shape
-            index = torch.arange(batch * length, device=windows.device).reshape(batch, length)
-            windows = windows.reshape(batch * length, obs_dim)
-        batch, length = index.shape
+    def encode(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> tuple:
+        """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
+        is a window of one); masks [B, L], True where the slot is in the current episode (None:
+        all are). Returns the features of the current step [B, dim] and the last block's
+        attention weights of the current step [B, heads, L]."""
+        if windows.dim() == 2:
+            windows = windows.unsqueeze(1)
+        batch, length, _ = windows.shape
         if masks is None:
-            masks = torch.ones(batch, length, dtype=torch.bool, device=index.device)
-        x = self.embed(self.normalize(windows))  # [R, dim]: one per row
-        # Each slot's positions, added to its normalized input in every block's attention:
-        # counted back from the current step, and optionally forward from the window's oldest
-        # slot of the episode (a masked slot gets 0; it is never attended).
-        positions = [(self.position[-length:], torch.arange(length, device=index.device))]
+            masks = torch.ones(batch, length, dtype=torch.bool, device=windows.device)
+        x = self.embed(self.normalize(windows)) + self.position[-length:]
         if self.position_from_start is not None:
+            # Slot j's index among the window's slots of the current episode (masked slots get
+            # 0 and are never attended).
             since_start = (masks.long().cumsum(-1) - 1).clamp_min(0)
-            positions.append((self.position_from_start, since_start))
+            x = x + self.position_from_start[since_start]
+        allowed = attention_mask(masks)
         for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            x, weights = block(x, index, positions, masks, last_only=last)
-            if not last:  # every slot of every window is a row of its own for the next block
-                x = x.reshape(batch * length, -1)
-                index = torch.arange(batch * length, device=x.device).reshape(batch, length)
-        return self.norm(x), weights
+            x, weights = block(x, allowed, last_only=i == len(self.blocks) - 1)
+        return self.norm(x[:, -1]), weights
 
     def get_value(
         self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
@@ -550,11 +518,10 @@ class Agent(nn.Module):
     ) -> torch.Tensor:
         return torch.argmax(self.actor(self.encode(windows, masks)[0]), dim=-1)
 
-    def evaluate_actions(self, windows, masks, actions, index=None) -> tuple:
+    def evaluate_actions(self, windows: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor):
         """Log-probability of the given actions, entropy of the policy, the value, and the
-        attention weights of the current step (for the diagnostics); windows, masks and index as
-        in encode."""
-        features, attention = self.encode(windows, masks, index)
+        attention weights of the current step (for the diagnostics)."""
+        features, attention = self.encode(windows, masks)
         log_probs = torch.log_softmax(self.actor(features), dim=-1)
         action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
@@ -565,13 +532,12 @@ class Agent(nn.Module):
 # The loss of one minibatch, on the network above
 # ---------------------------------------------------------------------------------------------
 def ppo_loss(
-    agent, rows, index, masks, actions, old_logprobs, advantages, old_values, returns, args
+    agent, windows, masks, actions, old_logprobs, advantages, old_values, returns, args
 ) -> tuple:
     """The PPO objective of one minibatch as a loss to minimize,
         L = L_clip - ent_coef * entropy + vf_coef * L_value,
-    its three parts, and the probability ratios pi_new / pi_old (for the diagnostics). The
-    minibatch's windows are the rollout's rows and their index, as in Agent.encode."""
-    new_logprob, entropy, new_value, _ = agent.evaluate_actions(rows, masks, actions, index)
+    its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
+    new_logprob, entropy, new_value, _ = agent.evaluate_actions(windows, masks, actions)
     logratio = new_logprob - old_logprobs
     ratio = logratio.exp()
     if args.norm_adv:
@@ -645,7 +611,7 @@ def train(args: Args) -> dict:
                 global_step += args.num_envs
                 obs[carried + step] = next_obs
                 episode_starts[step] = episode_start
-                # This step's window: the rows that episode_windows indexes for the update below.
+                # This step's window, as episode_windows cuts it for the update below.
                 window = obs[step : step + context_len].transpose(0, 1)  # [N, K, D]
                 with torch.no_grad():
                     action = agent.sample_action(window, step + slots >= episode_start[:, None])
@@ -679,15 +645,14 @@ def train(args: Args) -> dict:
                     rewards_np[:] = np.clip(rewards_np / scale, -10, 10)
                 rewards = torch.as_tensor(rewards_np, device=device).clone()
                 dones = torch.as_tensor(dones_np, device=device)
-                # Each step's window and mask, as rows of the history (copied: its first rows
-                # are overwritten below) and the index of every slot's row.
-                index, masks = episode_windows(obs, episode_starts, context_len)
-                b_rows = obs.reshape(-1, obs_dim).clone()
-                b_index = index.reshape(-1, context_len)
+                # Each step's window and mask, copied once per rollout into one contiguous batch
+                # (a copy, not a view: the history's first rows are overwritten below).
+                windows, masks = episode_windows(obs, episode_starts, context_len)
+                b_windows = windows.reshape(-1, context_len, obs_dim).contiguous()
                 b_masks = masks.reshape(-1, context_len)
                 b_actions = actions.reshape(-1)
                 b_logprobs, _, b_values, b_attention = agent.evaluate_actions(
-                    b_rows, b_masks, b_actions, b_index
+                    b_windows, b_masks, b_actions
                 )
                 values = b_values.reshape(args.num_steps, args.num_envs)
                 if truncated_obs:
@@ -726,7 +691,7 @@ def train(args: Args) -> dict:
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
                     loss, pg_loss, v_loss, entropy_loss, ratio = ppo_loss(
-                        agent, b_rows, b_index[mb], b_masks[mb], b_actions[mb], b_logprobs[mb],
+                        agent, b_windows[mb], b_masks[mb], b_actions[mb], b_logprobs[mb],
                         b_advantages[mb], b_values[mb], b_returns[mb], args,
                     )  # fmt: skip
                     ratios.append(ratio.detach())

@@ -266,7 +266,7 @@ EXPERIMENTS = {
     "popgym-countrecall-k64": {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-CountRecallEasy-v0",
-        "steps": 150_000,
+        "steps": 300_000,
         "flags": ["--context-len", "64"],
         "plot_with": ["popgym-countrecall-k1"],
     },
@@ -274,7 +274,7 @@ EXPERIMENTS = {
     "popgym-countrecall-k1": {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-CountRecallEasy-v0",
-        "steps": 150_000,
+        "steps": 300_000,
         "flags": ["--context-len", "1"],
     },
     # ppo_transformer.py with CartPole-v1's velocities hidden, plotted with the same agent without

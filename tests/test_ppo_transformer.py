@@ -87,27 +87,21 @@ def test_observations_of_other_episodes_do_not_change_the_output(variant):
 def test_a_slot_sees_neither_later_slots_nor_other_episodes():
     # Inside the network, slot i's output depends only on slots j <= i of its episode: checked on
     # the first block's output for every slot, with the mask that the agent builds.
-    agent = small_agent()
-    block = agent.blocks[0]
+    block = small_agent().blocks[0]
     x = torch.randn(2, 6, 16)
-    index = torch.arange(12).reshape(2, 6)  # each window's slots are rows of their own
-    positions = [(agent.position, torch.arange(6))]
     masks = torch.arange(6) >= torch.tensor([0, 2])[:, None]
-    out, _ = block(x.reshape(12, 16), index, positions, masks, last_only=False)
+    allowed = ppo.attention_mask(masks)
+    out, _ = block(x, allowed, last_only=False)
     for i in range(6):
         later = x.clone()
         later[:, i + 1 :] = 100 * torch.randn_like(later[:, i + 1 :])
         later[1, :2] = 100 * torch.randn(2, 16)  # slots before env 1's episode start
-        changed_out, _ = block(later.reshape(12, 16), index, positions, masks, last_only=False)
+        changed_out, _ = block(later, allowed, last_only=False)
         assert torch.equal(changed_out[0, : i + 1], out[0, : i + 1]), i
         assert i < 2 or torch.equal(changed_out[1, 2 : i + 1], out[1, 2 : i + 1]), i
-    # The last block computes only the current step, and the same numbers as the whole window,
-    # also when windows share rows: here both windows read the same six rows.
-    last, _ = block(x.reshape(12, 16), index, positions, masks, last_only=True)
-    torch.testing.assert_close(last, out[:, -1])
-    shared, _ = block(x[0], torch.arange(6).expand(2, 6), positions, masks, last_only=True)
-    alone, _ = block(x[[0, 0]].reshape(12, 16), index, positions, masks, last_only=True)
-    torch.testing.assert_close(shared, alone)
+    # The last block computes only the current step, and the same numbers as the whole window.
+    last, _ = block(x, allowed, last_only=True)
+    torch.testing.assert_close(last[:, 0], out[:, -1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +113,7 @@ def test_episode_windows_by_hand():
     # row 1, and its next one at row 4 (step 2).
     history = (10 * torch.arange(6.0)[:, None] + torch.arange(2.0)).unsqueeze(-1)  # [6, 2, 1]
     episode_starts = torch.tensor([[-5, 1], [-5, 1], [-5, 4], [-5, 4]])
-    index, masks = ppo.episode_windows(history, episode_starts, 3)
-    windows = history.reshape(-1, 1)[index]
+    windows, masks = ppo.episode_windows(history, episode_starts, 3)
     assert windows.shape == (4, 2, 3, 1) and masks.shape == (4, 2, 3)
     assert windows[2, 1, :, 0].tolist() == [21, 31, 41]  # rows 2, 3, 4: step 2's own row is 4
     assert windows[0, 0, :, 0].tolist() == [0, 10, 20]
@@ -131,28 +124,9 @@ def test_episode_windows_by_hand():
         [False, False, True],
         [False, True, True],
     ]
-    # Rows after a step's own never enter its window.
-    assert index[:, :, -1].flatten().tolist() == list(range(4, 12))  # rows 2 .. 5 of both envs
-
-
-@pytest.mark.parametrize("variant", [{}, {"gated": True}, {"position_from_start": True}])
-def test_the_update_reads_shared_rows_as_the_policy_read_its_windows(variant):
-    # The update embeds each row of the history once and indexes it (Agent.encode with index);
-    # the policy acted on each window as a tensor of its own. Both give the same numbers.
-    agent = small_agent(**variant)
-    history = torch.randn(5 + 4, 3, 3)  # K - 1 = 5 carried rows, then 4 steps, 3 envs
-    episode_starts = torch.tensor([[0, 5, 3]]).expand(4, 3).clone()  # rows; step t is row 5 + t
-    episode_starts[2:, 0] = 7  # env 0's next episode begins at step 2 (row 7)
-    index, masks = ppo.episode_windows(history, episode_starts, 6)
-    rows, index, masks = history.reshape(-1, 3), index.reshape(-1, 6), masks.reshape(-1, 6)
-    actions = torch.randint(0, 2, (12,))
-    shared = agent.evaluate_actions(rows, masks, actions, index)
-    alone = agent.evaluate_actions(rows[index], masks, actions)
-    for a, b in zip(shared, alone):
-        torch.testing.assert_close(a, b)
-    # The test can fail: windows that read each row one step too late differ.
-    late = agent.evaluate_actions(rows, masks, actions, (index + 3).clamp_max(len(rows) - 1))
-    assert not torch.allclose(late[0], shared[0])
+    # A view of the history: rows after a step's own never enter its window.
+    history[5] = -1.0
+    assert windows[2, 1, :, 0].tolist() == [21, 31, 41]
 
 
 def assert_is_episode_window(window: torch.Tensor, mask: torch.Tensor, last: float):
@@ -175,10 +149,9 @@ def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch,
             acted.append((windows.clone(), masks.clone()))
             return super().sample_action(windows, masks)
 
-        def evaluate_actions(self, windows, masks, actions, index=None):
-            seen = windows if index is None else windows[index]  # the update's windows
-            evaluated.append((seen.clone(), masks.clone()))
-            return super().evaluate_actions(windows, masks, actions, index)
+        def evaluate_actions(self, windows, masks, actions):
+            evaluated.append((windows.clone(), masks.clone()))
+            return super().evaluate_actions(windows, masks, actions)
 
         def get_value(self, windows, masks=None):
             valued.append((windows.clone(), masks.clone()))
