@@ -1,13 +1,17 @@
-"""How close to the machine's arithmetic limit are the updates of ppo_atari.py and sac.py?
+"""How close to the machine's arithmetic limit are the updates of the scripts, and where does
+the rest of their time go?
 
-    python benchmarks/flops.py              # both; run it on an otherwise idle machine
+    python benchmarks/flops.py              # all; run it on an otherwise idle machine
     python benchmarks/flops.py --threads 2
 
 For one minibatch step of each script's update, built from the script's own network and loss
 functions on a fixed random batch of the default size (ppo_atari.py: 256 frames, the Nature CNN,
-its clipped losses; sac.py: 256 transitions, the critic, actor and temperature steps), it
+its clipped losses; sac.py: 256 transitions, the critic, actor and temperature steps;
+ppo_transformer.py: 256 windows of 16 on CartPole-v1 with its velocities hidden, and
+ppo_discrete.py's MLPs on the same 256 steps, the transformer's speed comparison), it
 1. records every matrix multiplication and convolution the step runs, forward and backward,
-   with their shapes, and counts their FLOPs (torch's own FlopCounterMode);
+   with their shapes, and counts their FLOPs (torch's own FlopCounterMode) and all the torch
+   operations the step dispatches (each costs some microseconds however small its tensors);
 2. times the whole step in a tight loop: the achieved FLOP rate;
 3. times each recorded operation alone, on tensors of the same shapes, in a tight loop: the time
    torch itself needs for the same arithmetic, and the rate it reaches;
@@ -66,6 +70,58 @@ def atari_step():
     return step
 
 
+def ppo_loss_step(script, agent, args, *batch):
+    """One step of a PPO script's update: its own ppo_loss on the batch, the gradient clipped,
+    one Adam step (fused, as in the scripts)."""
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+
+    def step():
+        loss = script.ppo_loss(agent, *batch, args)[0]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+
+    return step
+
+
+def ppo_batch(n: int) -> tuple:
+    """Actions, old log-probabilities, advantages, old values and returns of n steps, 2 actions."""
+    return torch.randint(0, 2, (n,)), torch.randn(n) - 0.7, *torch.randn(3, n)
+
+
+def transformer_step():
+    """One epoch of ppo_transformer.py's update with its defaults: one minibatch of 8 envs x 32
+    steps, each step's window of K = 16 cut from the rollout, on CartPole-v1's two observations
+    left by --mask-velocity."""
+    transformer = load("ppo_transformer")
+    args = transformer.Args()
+    torch.manual_seed(0)
+    context_len, steps, envs = args.context_len, args.num_steps, args.num_envs
+    history = torch.randn(context_len - 1 + steps, envs, 2)
+    episode_starts = torch.randint(0, context_len, (steps, envs))  # rows: each step's is K-1+t
+    windows, masks = transformer.episode_windows(history, episode_starts, context_len)
+    windows = windows.reshape(-1, context_len, 2).contiguous()  # as train() stores them
+    actions, old_logprobs, advantages, old_values, returns = ppo_batch(steps * envs)
+    return ppo_loss_step(
+        transformer, transformer.Agent(2, 2, args), args,
+        windows, masks.flatten(0, 1), actions, old_logprobs, advantages, old_values, returns,
+    )  # fmt: skip
+
+
+def discrete_step():
+    """The same epoch in ppo_discrete.py (its MLPs, observation normalization on): 256 steps of
+    CartPole-v1 with its velocities hidden."""
+    discrete = load("ppo_discrete")
+    args = discrete.Args(norm_obs=True)
+    torch.manual_seed(0)
+    actions, old_logprobs, advantages, old_values, returns = ppo_batch(256)
+    return ppo_loss_step(
+        discrete, discrete.Agent(2, 2, args), args,
+        torch.randn(256, 2), actions, old_logprobs, advantages, old_values, returns,
+    )  # fmt: skip
+
+
 def sac_step():
     """One update of sac.py on HalfCheetah's sizes (17 observations, 6 actions), batch 256: the
     critic step, then the actor and temperature steps (policy_frequency 2, so twice every other
@@ -122,8 +178,10 @@ class RecordHeavy(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.calls = []
+        self.operations = 0  # every operation dispatched, heavy or not
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.operations += 1
         name = func.overloadpacket.__name__
         if name in HEAVY:
             spec = [
@@ -177,6 +235,7 @@ def measure(name: str, make_step) -> dict:
         "alone_ms": alone * 1e3,
         "reference": flops / alone / 1e9,
         "fraction": alone / step_seconds,
+        "operations": recorder.operations,
         "top": top,
     }
 
@@ -194,14 +253,20 @@ def main() -> None:
         f"torch {torch.__version__}, {cpu}, {args.threads} thread(s)",
         "",
         "| update step | GFLOP | step ms | achieved GFLOP/s | same matmuls alone, ms | "
-        "torch's GFLOP/s on them | fraction |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "torch's GFLOP/s on them | fraction | torch operations |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    results = [measure("ppo_atari.py minibatch", atari_step), measure("sac.py update", sac_step)]
+    results = [
+        measure("ppo_atari.py minibatch", atari_step),
+        measure("sac.py update", sac_step),
+        measure("ppo_transformer.py epoch", transformer_step),
+        measure("ppo_discrete.py epoch", discrete_step),
+    ]
     for r in results:
         lines.append(
-            f"| {r['name']} | {r['gflop']:.3f} | {r['step_ms']:.1f} | {r['achieved']:.1f} | "
-            f"{r['alone_ms']:.1f} | {r['reference']:.1f} | {r['fraction']:.0%} |"
+            f"| {r['name']} | {r['gflop']:.3f} | {r['step_ms']:.2f} | {r['achieved']:.1f} | "
+            f"{r['alone_ms']:.2f} | {r['reference']:.1f} | {r['fraction']:.0%} | "
+            f"{r['operations']} |"
         )
     for r in results:
         where = ", ".join(f"{key} {share:.0%}" for key, share in r["top"])
