@@ -44,32 +44,6 @@ def load(name: str):
     return module
 
 
-def atari_step():
-    """One minibatch step of ppo_atari.py's update, with its defaults (256 of 8 x 128 frames)."""
-    atari = load("ppo_atari")
-    args = atari.Args()
-    torch.manual_seed(0)
-    agent = atari.Agent(args.frame_stack, 4)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    n = args.num_envs * args.num_steps // args.num_minibatches
-    obs = torch.randint(0, 256, (n, args.frame_stack, 84, 84), dtype=torch.uint8)
-    actions, old_logprobs = torch.randint(0, 4, (n,)), torch.randn(n) - 1.4
-    old_values, advantages, returns = torch.randn(n), torch.randn(n), torch.randn(n)
-
-    def step():
-        logprob, entropy, value = agent.evaluate_actions(obs, actions)
-        ratio = (logprob - old_logprobs).exp()
-        pg_loss = atari.policy_loss(ratio, atari.normalize(advantages), args.clip_coef)
-        v_loss = atari.value_loss(value, old_values, returns, args.clip_coef, args.clip_vloss)
-        loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-        optimizer.step()
-
-    return step
-
-
 def ppo_loss_step(script, agent, args, *batch):
     """One step of a PPO script's update: its own ppo_loss on the batch, the gradient clipped,
     one Adam step (fused, as in the scripts)."""
@@ -83,6 +57,21 @@ def ppo_loss_step(script, agent, args, *batch):
         optimizer.step()
 
     return step
+
+
+def atari_step():
+    """One minibatch step of ppo_atari.py's update, with its defaults (256 of 8 x 128 frames)."""
+    atari = load("ppo_atari")
+    args = atari.Args()
+    torch.manual_seed(0)
+    agent = atari.Agent(args.frame_stack, 4)
+    n = args.num_envs * args.num_steps // args.num_minibatches
+    obs = torch.randint(0, 256, (n, args.frame_stack, 84, 84), dtype=torch.uint8)
+    actions, old_logprobs = torch.randint(0, 4, (n,)), torch.randn(n) - 1.4
+    old_values, advantages, returns = torch.randn(n), torch.randn(n), torch.randn(n)
+    return ppo_loss_step(
+        atari, agent, args, obs, actions, old_logprobs, advantages, old_values, returns
+    )
 
 
 def ppo_batch(n: int) -> tuple:
@@ -115,10 +104,11 @@ def discrete_step():
     discrete = load("ppo_discrete")
     args = discrete.Args(norm_obs=True)
     torch.manual_seed(0)
-    actions, old_logprobs, advantages, old_values, returns = ppo_batch(256)
+    n = 256  # the transformer's 8 envs x 32 steps
+    actions, old_logprobs, advantages, old_values, returns = ppo_batch(n)
     return ppo_loss_step(
         discrete, discrete.Agent(2, 2, args), args,
-        torch.randn(256, 2), actions, old_logprobs, advantages, old_values, returns,
+        torch.randn(n, 2), actions, old_logprobs, advantages, old_values, returns,
     )  # fmt: skip
 
 
