@@ -6,13 +6,14 @@ https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradie
 clipped surrogate objective that keeps the new policy close to the one that collected the data.
 
 The agent is ppo_discrete.py's with memory: at every step the policy and the value read the last
-K observations of the current episode (--context-len) through a small causal transformer with
-pre-norm blocks (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762), optionally with the
-gated residuals of GTrXL (Parisotto et al. 2019, https://arxiv.org/abs/1910.06764). Slots of the
-window before the episode start are masked, never filled with the previous episode's frames.
-Each stored step carries its own window (cut from the rollout in one strided view), so
-minibatches may shuffle steps exactly as in ppo_discrete.py. A window of K steps remembers the
-last K observations of the episode and nothing older.
+K observations of the current episode (--context-len), each through a small causal transformer
+of its own with pre-norm blocks (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762),
+optionally with the gated residuals of GTrXL (Parisotto et al. 2019,
+https://arxiv.org/abs/1910.06764). Slots of the window before the episode start are masked,
+never filled with the previous episode's frames. Each stored step carries its own window (cut
+from the rollout in one strided view), so minibatches may shuffle steps exactly as in
+ppo_discrete.py. A window of K steps remembers the last K observations of the episode and
+nothing older.
 
 --mask-velocity hides the velocities from the observation (CartPole-v1: keeps the cart position
 and the pole angle), so that the agent must infer speed from positions over time: a memoryless
@@ -105,6 +106,10 @@ class Args:
     """attention heads per block; embed_dim must divide into them"""
     gated: bool = False
     """GTrXL's gated residuals (GRU-type gates in place of x + f(x))"""
+    separate_critic: bool = True
+    """the value reads the window through a transformer of its own, so that the value loss's
+    gradient never moves the policy's (as RL Zoo's RecurrentPPO gives its critic an LSTM of its
+    own); --no-separate-critic shares one transformer, at about half the update's cost"""
 
     # Run
     seed: int = 1
@@ -444,17 +449,13 @@ class Block(nn.Module):
         return x, weights
 
 
-class Agent(nn.Module):
-    """A causal transformer reads the window of the episode's last K observations; linear heads
-    on its output for the current step give the logits of a categorical policy and the value."""
+class WindowEncoder(nn.Module):
+    """A causal transformer over the window of the episode's last K (normalized) observations;
+    returns the features of the current step, its last slot."""
 
-    def __init__(self, obs_dim: int, n_actions: int, args: Args):
+    def __init__(self, obs_dim: int, args: Args):
         super().__init__()
         dim = args.embed_dim
-        self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
-        # Used in training only; kept in the module so that checkpoints carry it.
-        self.return_rms = RunningMeanStd(()) if args.norm_reward else None
-        self.context_len = args.context_len
         self.embed = nn.Linear(obs_dim, dim)
         # Learned positions, counted back from the current step: the last slot is always "now".
         self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
@@ -470,24 +471,12 @@ class Agent(nn.Module):
             Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers)
         )
         self.norm = nn.LayerNorm(dim)  # pre-norm blocks leave their output unnormalized
-        self.critic = layer_init(nn.Linear(dim, 1), std=1.0)
-        # A small last layer starts the policy near uniform.
-        self.actor = layer_init(nn.Linear(dim, n_actions), std=0.01)
 
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs if self.obs_rms is None else self.obs_rms(obs)
-
-    def encode(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> tuple:
-        """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
-        is a window of one); masks [B, L], True where the slot is in the current episode (None:
-        all are). Returns the features of the current step [B, dim] and the last block's
-        attention weights of the current step [B, heads, L]."""
-        if windows.dim() == 2:
-            windows = windows.unsqueeze(1)
-        batch, length, _ = windows.shape
-        if masks is None:
-            masks = torch.ones(batch, length, dtype=torch.bool, device=windows.device)
-        x = self.embed(self.normalize(windows)) + self.position[-length:]
+    def forward(self, windows: torch.Tensor, masks: torch.Tensor) -> tuple:
+        """windows [B, L, D], L <= K; masks [B, L]. Returns the features of the current step
+        [B, dim] and the last block's attention weights of the current step [B, heads, L]."""
+        length = windows.shape[1]
+        x = self.embed(windows) + self.position[-length:]
         if self.position_from_start is not None:
             # Slot j's index among the window's slots of the current episode (masked slots get
             # 0 and are never attended).
@@ -498,10 +487,46 @@ class Agent(nn.Module):
             x, weights = block(x, allowed, last_only=i == len(self.blocks) - 1)
         return self.norm(x[:, -1]), weights
 
+
+class Agent(nn.Module):
+    """A causal transformer reads the window of the episode's last K observations; linear heads
+    on its output for the current step give the logits of a categorical policy and the value.
+    With --separate-critic the value reads the window through a transformer of its own."""
+
+    def __init__(self, obs_dim: int, n_actions: int, args: Args):
+        super().__init__()
+        self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
+        # Used in training only; kept in the module so that checkpoints carry it.
+        self.return_rms = RunningMeanStd(()) if args.norm_reward else None
+        self.context_len = args.context_len
+        self.encoder = WindowEncoder(obs_dim, args)
+        self.critic = layer_init(nn.Linear(args.embed_dim, 1), std=1.0)
+        # A small last layer starts the policy near uniform.
+        self.actor = layer_init(nn.Linear(args.embed_dim, n_actions), std=0.01)
+        # The value loss's gradient then moves its own transformer only, never the policy's.
+        self.critic_encoder = WindowEncoder(obs_dim, args) if args.separate_critic else None
+
+    def encode(
+        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None, critic: bool = False
+    ) -> tuple:
+        """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
+        is a window of one); masks [B, L], True where the slot is in the current episode (None:
+        all are). Returns the features of the current step [B, dim] and the last block's
+        attention weights of the current step [B, heads, L], for the policy or (critic=True)
+        the value."""
+        if windows.dim() == 2:
+            windows = windows.unsqueeze(1)
+        if masks is None:
+            masks = torch.ones(windows.shape[:2], dtype=torch.bool, device=windows.device)
+        normalized = windows if self.obs_rms is None else self.obs_rms(windows)
+        if critic and self.critic_encoder is not None:
+            return self.critic_encoder(normalized, masks)
+        return self.encoder(normalized, masks)
+
     def get_value(
         self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        return self.critic(self.encode(windows, masks)[0]).squeeze(-1)
+        return self.critic(self.encode(windows, masks, critic=True)[0]).squeeze(-1)
 
     def sample_action(
         self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
@@ -525,6 +550,8 @@ class Agent(nn.Module):
         log_probs = torch.log_softmax(self.actor(features), dim=-1)
         action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
+        if self.critic_encoder is not None:
+            features = self.encode(windows, masks, critic=True)[0]
         return action_log_prob, entropy, self.critic(features).squeeze(-1), attention
 
 

@@ -63,31 +63,61 @@ def small_agent(**overrides) -> "ppo.Agent":
 # The attention mask, on the network itself
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", [{}, {"gated": True}, {"position_from_start": True}])
-def test_observations_of_other_episodes_do_not_change_the_output(variant):
+@pytest.mark.parametrize("critic", [False, True], ids=["policy", "value"])
+def test_observations_of_other_episodes_do_not_change_the_output(variant, critic):
     agent = small_agent(**variant)
+
+    def encode(windows, masks=None):
+        return agent.encode(windows, masks, critic=critic)
+
     windows = torch.randn(4, 6, 3)
     starts = torch.tensor([0, 2, 5, 3])  # the slot where each window's episode begins
     masks = torch.arange(6) >= starts[:, None]
-    features, attention = agent.encode(windows, masks)
+    features, attention = encode(windows, masks)
     others = torch.where(masks[..., None], windows, 100 * torch.randn(4, 6, 3))
-    assert torch.equal(agent.encode(others, masks)[0], features)
+    assert torch.equal(encode(others, masks)[0], features)
     assert torch.all(attention.masked_select(~masks[:, None, :]) == 0)
     # A window that begins at the episode start (as in evaluation) is the same as one whose
     # earlier slots are masked: positions, counted back or from the start, agree.
     for b, start in enumerate(starts.tolist()):
-        shorter = agent.encode(windows[b, start:].unsqueeze(0))[0]
+        shorter = encode(windows[b, start:].unsqueeze(0))[0]
         torch.testing.assert_close(shorter, features[b : b + 1])
     # The test can fail: an earlier observation of the same episode does change the output.
     earlier = windows.clone()
     earlier[[0, 1, 3], starts[[0, 1, 3]]] += 1.0
-    changed = (agent.encode(earlier, masks)[0] - features).abs().amax(-1)
+    changed = (encode(earlier, masks)[0] - features).abs().amax(-1)
     assert torch.all(changed[[0, 1, 3]] > 1e-4) and changed[2] == 0
+
+
+def test_the_value_and_the_policy_move_their_own_transformers_only():
+    # With a separate critic (the default) the value's gradient never reaches the policy's
+    # transformer, nor the policy's the value's; with one shared transformer both reach it.
+    def gradients(agent, which):
+        windows, masks = (
+            torch.randn(4, 6, 3),
+            torch.arange(6) >= torch.tensor([0, 2, 5, 3])[:, None],
+        )
+        logprob, _, value, _ = agent.evaluate_actions(windows, masks, torch.tensor([0, 1, 0, 1]))
+        agent.zero_grad(set_to_none=True)
+        (value if which == "value" else logprob).sum().backward()
+        return {
+            name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+            for name, module in agent.named_children()
+            if name in ("encoder", "critic_encoder")
+        }
+
+    agent = small_agent()
+    assert gradients(agent, "value") == {"encoder": False, "critic_encoder": True}
+    assert gradients(agent, "policy") == {"encoder": True, "critic_encoder": False}
+    shared = small_agent(separate_critic=False)
+    assert gradients(shared, "value") == {"encoder": True}
+    assert gradients(shared, "policy") == {"encoder": True}
 
 
 def test_a_slot_sees_neither_later_slots_nor_other_episodes():
     # Inside the network, slot i's output depends only on slots j <= i of its episode: checked on
     # the first block's output for every slot, with the mask that the agent builds.
-    block = small_agent().blocks[0]
+    block = small_agent().encoder.blocks[0]
     x = torch.randn(2, 6, 16)
     masks = torch.arange(6) >= torch.tensor([0, 2])[:, None]
     allowed = ppo.attention_mask(masks)
@@ -252,9 +282,11 @@ def test_gated_agent_trains_saves_and_evaluates_with_hidden_velocities(tmp_path)
     result = ppo.train(SCRIPT.args(tmp_path, gated=True, num_layers=2, mask_velocity=True))
     agent, saved, *_ = ppo.load_agent(result["model_path"])
     assert (
-        saved.gated and saved.mask_velocity and isinstance(agent.blocks[1].gate2, ppo.GatedResidual)
+        saved.gated
+        and saved.mask_velocity
+        and isinstance(agent.encoder.blocks[1].gate2, ppo.GatedResidual)
     )
-    assert agent.embed.in_features == 2
+    assert agent.encoder.embed.in_features == 2
     assert len(ppo.evaluate(result["model_path"], episodes=2)) == 2
 
 
