@@ -52,6 +52,9 @@ CLEANRL_SETTINGS = (
 TRANSFORMER_SPEED_SETTINGS = (
     "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20".split()
 )
+# ppo_transformer.py's runs made before its value had a transformer of its own (commit 708ddbb):
+# one transformer shared by the policy and the value.
+SHARED_TRANSFORMER = ["--no-separate-critic"]
 # Speed runs skip the evaluation and the model file: steps/s is what they measure.
 SPEED_FLAGS = ["--eval-episodes", "0", "--no-save-model"]
 EXPERIMENTS = {
@@ -200,7 +203,10 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 200_000,
-        "flags": ["--mask-velocity", "--learning-rate", "2e-3", "--target-kl", "None"],
+        "flags": [
+            *SHARED_TRANSFORMER,
+            *"--mask-velocity --learning-rate 2e-3 --target-kl None".split(),
+        ],
         "plot_with": ["transformer-cartpole-novel"],
     },
     # The best trial of benchmarks/studies/transformer-novel.yaml (seeds 11, 12), on seeds 1-5.
@@ -209,6 +215,7 @@ EXPERIMENTS = {
         "env_id": "CartPole-v1",
         "steps": 100_000,
         "flags": [
+            *SHARED_TRANSFORMER,
             *"--mask-velocity --learning-rate 0.0028242338229529777 --target-kl 0.05".split(),
             *"--update-epochs 11 --num-minibatches 1 --num-steps 64".split(),
             *"--gamma 0.9686597872995736 --gae-lambda 0.8476200101788329 --ent-coef 0.0".split(),
@@ -220,7 +227,10 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 100_000,
-        "flags": ["--mask-velocity", "--learning-rate", "2e-3", "--target-kl", "None"],
+        "flags": [
+            *SHARED_TRANSFORMER,
+            *"--mask-velocity --learning-rate 2e-3 --target-kl None".split(),
+        ],
         "plot_with": ["transformer-novel"],
         "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
     },
@@ -231,7 +241,7 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
         "steps": 300_000,
-        "flags": ["--context-len", "64"],
+        "flags": [*SHARED_TRANSFORMER, "--context-len", "64"],
         "plot_with": ["popgym-repeatfirst-k16"],
     },
     # The same, 1M steps: is RepeatFirst's rise at 300k steps on its way to a solved task?
@@ -239,7 +249,7 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
         "steps": 1_000_000,
-        "flags": ["--context-len", "64"],
+        "flags": [*SHARED_TRANSFORMER, "--context-len", "64"],
     },
     # The same with positions counted from the window's oldest observation of the episode too
     # (--position-from-start): the first card is then at one fixed position while it is in the
@@ -261,7 +271,7 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
         "steps": 300_000,
-        "flags": ["--context-len", "16"],
+        "flags": [*SHARED_TRANSFORMER, "--context-len", "16"],
     },
     "popgym-countrecall-k64": {
         "script": "ppo_transformer.py",
