@@ -491,7 +491,7 @@ class WindowEncoder(nn.Module):
 class Agent(nn.Module):
     """A causal transformer reads the window of the episode's last K observations; linear heads
     on its output for the current step give the logits of a categorical policy and the value.
-    With --separate-critic the value reads the window through a transformer of its own."""
+    With --separate-critic (the default) the value's head reads a second transformer of its own."""
 
     def __init__(self, obs_dim: int, n_actions: int, args: Args):
         super().__init__()
@@ -545,7 +545,7 @@ class Agent(nn.Module):
 
     def evaluate_actions(self, windows: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor):
         """Log-probability of the given actions, entropy of the policy, the value, and the
-        attention weights of the current step (for the diagnostics)."""
+        attention weights of the current step in the policy's transformer (for the diagnostics)."""
         features, attention = self.encode(windows, masks)
         log_probs = torch.log_softmax(self.actor(features), dim=-1)
         action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)

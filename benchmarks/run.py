@@ -449,6 +449,19 @@ EXPERIMENTS = {
         "steps": 50_176,
         "flags": [*TRANSFORMER_SPEED_SETTINGS, "--target-kl", "None", *SPEED_FLAGS],
     },
+    # The same with one transformer for the policy and the value (--no-separate-critic).
+    "transformer-speed-shared": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 50_176,
+        "flags": [
+            *TRANSFORMER_SPEED_SETTINGS,
+            "--target-kl",
+            "None",
+            *SHARED_TRANSFORMER,
+            *SPEED_FLAGS,
+        ],
+    },
     "transformer-speed-discrete": {
         "script": "ppo_discrete.py",
         "env_id": "CartPole-v1",
