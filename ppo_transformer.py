@@ -550,6 +550,7 @@ class Agent(nn.Module):
         log_probs = torch.log_softmax(self.actor(features), dim=-1)
         action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
+        # The value reads its own transformer, or the policy's features when the two share one.
         if self.critic_encoder is not None:
             features = self.encode(windows, masks, critic=True)[0]
         return action_log_prob, entropy, self.critic(features).squeeze(-1), attention
