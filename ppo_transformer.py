@@ -506,22 +506,25 @@ class Agent(nn.Module):
         # The value loss's gradient then moves its own transformer only, never the policy's.
         self.critic_encoder = WindowEncoder(obs_dim, args) if args.separate_critic else None
 
-    def encode(
-        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None, critic: bool = False
-    ) -> tuple:
+    def inputs(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> tuple:
         """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
         is a window of one); masks [B, L], True where the slot is in the current episode (None:
-        all are). Returns the features of the current step [B, dim] and the last block's
-        attention weights of the current step [B, heads, L], for the policy or (critic=True)
-        the value."""
+        all are). Returns the normalized windows and the masks, as both transformers read them."""
         if windows.dim() == 2:
             windows = windows.unsqueeze(1)
         if masks is None:
             masks = torch.ones(windows.shape[:2], dtype=torch.bool, device=windows.device)
-        normalized = windows if self.obs_rms is None else self.obs_rms(windows)
+        return (windows if self.obs_rms is None else self.obs_rms(windows)), masks
+
+    def encode(
+        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None, critic: bool = False
+    ) -> tuple:
+        """The features of the current step [B, dim] and the last block's attention weights of
+        the current step [B, heads, L], for the policy or (critic=True) the value; windows and
+        masks as in `inputs`."""
         if critic and self.critic_encoder is not None:
-            return self.critic_encoder(normalized, masks)
-        return self.encoder(normalized, masks)
+            return self.critic_encoder(*self.inputs(windows, masks))
+        return self.encoder(*self.inputs(windows, masks))
 
     def get_value(
         self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
@@ -546,13 +549,14 @@ class Agent(nn.Module):
     def evaluate_actions(self, windows: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor):
         """Log-probability of the given actions, entropy of the policy, the value, and the
         attention weights of the current step in the policy's transformer (for the diagnostics)."""
-        features, attention = self.encode(windows, masks)
+        normalized, masks = self.inputs(windows, masks)  # once, for both transformers
+        features, attention = self.encoder(normalized, masks)
         log_probs = torch.log_softmax(self.actor(features), dim=-1)
         action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         # The value reads its own transformer, or the policy's features when the two share one.
         if self.critic_encoder is not None:
-            features = self.encode(windows, masks, critic=True)[0]
+            features = self.critic_encoder(normalized, masks)[0]
         return action_log_prob, entropy, self.critic(features).squeeze(-1), attention
 
 
