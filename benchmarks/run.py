@@ -199,6 +199,16 @@ EXPERIMENTS = {
         "plot_with": ["transformer-cartpole-novel-k1"],
         "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
     },
+    # The same at half the default learning rate. The schedule decays the rate to 0 over the
+    # budget: with the default, a 500k run spends its first 100k steps between 1e-3 and 8e-4,
+    # where a 100k run decays from 1e-3 to 0.
+    "transformer-novel-500k-lr5e-4": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 500_000,
+        "flags": ["--mask-velocity", "--learning-rate", "5e-4"],
+        "plot_with": ["transformer-novel-500k"],
+    },
     "transformer-former-defaults-200k": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
