@@ -741,14 +741,9 @@ def train(args: Args) -> dict:
             if agent.obs_rms is not None:
                 agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
 
-            # Where the current step looks, in the last block, averaged over heads and the batch:
-            # entropy of its attention (0: one slot; log K: spread evenly over a full window) and
-            # the weight it gives to its own observation (1: the memory goes unused).
-            attention_entropy = -(b_attention * b_attention.clamp_min(1e-12).log()).sum(-1).mean()
             losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
             log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
-                       b_advantages, attention_entropy=attention_entropy,
-                       attention_on_current_step=b_attention[..., -1].mean())  # fmt: skip
+                       b_advantages, **attention_charts(b_attention))  # fmt: skip
             if log.checkpoint_due(global_step, iteration == num_iterations):
                 save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
 
@@ -1067,6 +1062,15 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     return run_dir, writer
+
+
+def attention_charts(attention: torch.Tensor) -> dict:
+    """Where the current step looks, in the last block of the policy's transformer, averaged over
+    heads and the batch (attention [B, heads, L]): the entropy of its attention (0: one slot;
+    log K: spread evenly over a full window) and the weight it gives to its own observation
+    (1: the memory goes unused)."""
+    entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1).mean()
+    return {"attention_entropy": entropy, "attention_on_current_step": attention[..., -1].mean()}
 
 
 class TrainingLog:
