@@ -84,6 +84,9 @@ class Args:
     """value loss coefficient"""
     max_grad_norm: float = 0.5
     """global gradient norm clipping threshold"""
+    clip_each_network: bool = False
+    """clip the gradients of the policy's network and of the value's each to --max-grad-norm, not
+    of both together (with --no-separate-critic the one network is clipped as a whole)"""
     target_kl: Optional[float] = 0.02
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
     norm_obs: bool = True
@@ -506,6 +509,14 @@ class Agent(nn.Module):
         # The value loss's gradient then moves its own transformer only, never the policy's.
         self.critic_encoder = WindowEncoder(obs_dim, args) if args.separate_critic else None
 
+    def networks(self) -> list:
+        """The parameters of the policy's network and of the value's, for --clip-each-network; one
+        list when the two share a transformer."""
+        if self.critic_encoder is None:
+            return [list(self.parameters())]
+        policy = [*self.encoder.parameters(), *self.actor.parameters()]
+        return [policy, [*self.critic_encoder.parameters(), *self.critic.parameters()]]
+
     def inputs(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> tuple:
         """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
         is a window of one); masks [B, L], True where the slot is in the current episode (None:
@@ -729,7 +740,14 @@ def train(args: Args) -> dict:
                     ratios.append(ratio.detach())
                     optimizer.zero_grad()
                     loss.backward()
-                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    if args.clip_each_network:
+                        # A large gradient of the value then never shrinks the policy's step. The
+                        # logged norm stays that of all the gradients together.
+                        norms = [nn.utils.clip_grad_norm_(p, args.max_grad_norm)
+                                 for p in agent.networks()]  # fmt: skip
+                        grad_norm = torch.linalg.vector_norm(torch.stack(norms))
+                    else:
+                        grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                     optimizer.step()
 
                 if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:

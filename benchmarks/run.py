@@ -209,6 +209,22 @@ EXPERIMENTS = {
         "flags": ["--mask-velocity", "--learning-rate", "5e-4"],
         "plot_with": ["transformer-novel-500k"],
     },
+    # The defaults with --clip-each-network: the policy's gradient and the value's are each clipped
+    # to --max-grad-norm, so that a large value gradient never shrinks the policy's step.
+    "transformer-novel-clip-each": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": ["--mask-velocity", "--clip-each-network"],
+        "plot_with": ["transformer-novel"],
+    },
+    "transformer-novel-500k-clip-each": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 500_000,
+        "flags": ["--mask-velocity", "--clip-each-network"],
+        "plot_with": ["transformer-novel-500k"],
+    },
     "transformer-former-defaults-200k": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",

@@ -114,6 +114,38 @@ def test_the_value_and_the_policy_move_their_own_transformers_only():
     assert gradients(shared, "policy") == {"encoder": True}
 
 
+@pytest.mark.parametrize("each", [False, True], ids=["together", "each"])
+def test_clip_each_network_clips_the_policy_and_the_value_apart(tmp_path, monkeypatch, each):
+    # Which parameters each gradient clipping of a short run covers: all of them at once by
+    # default; with --clip-each-network the policy's (transformer and head) and the value's apart.
+    agents, clipped = [], []
+    agent_class, clip = ppo.Agent, torch.nn.utils.clip_grad_norm_
+
+    class RecordingAgent(agent_class):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            agents.append(self)
+
+    def recording_clip(parameters, max_norm):
+        parameters = list(parameters)
+        clipped.append({id(p) for p in parameters})
+        return clip(parameters, max_norm)
+
+    monkeypatch.setattr(ppo, "Agent", RecordingAgent)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    ppo.train(SCRIPT.args(tmp_path, clip_each_network=each, eval_episodes=0, save_model=False))
+    (agent,) = agents
+
+    def ids(*modules):
+        return {id(p) for module in modules for p in module.parameters()}
+
+    policy, value = ids(agent.encoder, agent.actor), ids(agent.critic_encoder, agent.critic)
+    assert policy | value == ids(agent) and not policy & value
+    expected = [policy, value] if each else [ids(agent)]
+    assert len(clipped) > 2 and clipped == expected * (len(clipped) // len(expected))
+    assert len(small_agent(separate_critic=False).networks()) == 1
+
+
 def test_a_slot_sees_neither_later_slots_nor_other_episodes():
     # Inside the network, slot i's output depends only on slots j <= i of its episode: checked on
     # the first block's output for every slot, with the mask that the agent builds.
