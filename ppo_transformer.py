@@ -614,6 +614,9 @@ def train(args: Args) -> dict:
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
     schedule_iterations = (args.lr_schedule_steps or args.total_timesteps) // batch_size
+    # What each gradient clipping covers: all parameters at once, or (--clip-each-network) the
+    # policy's and the value's apart, so that a large value gradient never shrinks the policy's.
+    clipped = agent.networks() if args.clip_each_network else [list(agent.parameters())]
 
     # Rollout storage. Observations are stored raw, and the agent normalizes its windows
     # itself: the statistics change only after each update, so the update sees exactly what
@@ -740,14 +743,8 @@ def train(args: Args) -> dict:
                     ratios.append(ratio.detach())
                     optimizer.zero_grad()
                     loss.backward()
-                    if args.clip_each_network:
-                        # A large gradient of the value then never shrinks the policy's step. The
-                        # logged norm stays that of all the gradients together.
-                        norms = [nn.utils.clip_grad_norm_(p, args.max_grad_norm)
-                                 for p in agent.networks()]  # fmt: skip
-                        grad_norm = torch.linalg.vector_norm(torch.stack(norms))
-                    else:
-                        grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    norms = [nn.utils.clip_grad_norm_(p, args.max_grad_norm) for p in clipped]
+                    grad_norm = torch.linalg.vector_norm(torch.stack(norms))  # of all gradients
                     optimizer.step()
 
                 if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
