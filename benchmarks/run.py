@@ -225,6 +225,22 @@ EXPERIMENTS = {
         "flags": ["--mask-velocity", "--clip-each-network"],
         "plot_with": ["transformer-novel-500k"],
     },
+    # --clip-each-network with each network's gradient clipped to 0.35, so that the two together
+    # stay within the usual 0.5 (sqrt(2) * 0.35).
+    "transformer-novel-clip-each-035": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 100_000,
+        "flags": ["--mask-velocity", "--clip-each-network", "--max-grad-norm", "0.35"],
+        "plot_with": ["transformer-novel"],
+    },
+    "transformer-novel-500k-clip-each-035": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 500_000,
+        "flags": ["--mask-velocity", "--clip-each-network", "--max-grad-norm", "0.35"],
+        "plot_with": ["transformer-novel-500k"],
+    },
     "transformer-former-defaults-200k": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
