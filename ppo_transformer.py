@@ -123,6 +123,10 @@ class Args:
     """torch CPU threads (small networks run fastest with one)"""
     torch_deterministic: bool = True
     """make cuDNN deterministic (slower on GPU, no effect on CPU)"""
+    compile: bool = False
+    """run the minibatch loss and the acting forward pass through torch.compile"""
+    cudagraphs: bool = False
+    """with --compile on a GPU: replay the compiled functions as CUDA graphs"""
     eval_episodes: int = 10
     """episodes of the deterministic (greedy) policy played after training (0: skip)"""
     eval_seed: Optional[int] = None
@@ -635,6 +639,10 @@ def train(args: Args) -> dict:
     returns_np = np.zeros((args.num_steps, args.num_envs))
     slots = torch.arange(context_len, device=device)
 
+    # --compile: the same two functions, traced and fused by torch.compile (see maybe_compile).
+    minibatch_loss = maybe_compile(ppo_loss, args)
+    sample_action = maybe_compile(agent.sample_action, args)
+
     def to_obs_tensor(raw) -> torch.Tensor:
         return torch.as_tensor(raw, dtype=torch.float32, device=device).reshape(-1, obs_dim)
 
@@ -660,7 +668,7 @@ def train(args: Args) -> dict:
                 # This step's window, as episode_windows cuts it for the update below.
                 window = obs[step : step + context_len].transpose(0, 1)  # [N, K, D]
                 with torch.no_grad():
-                    action = agent.sample_action(window, step + slots >= episode_start[:, None])
+                    action = sample_action(window, step + slots >= episode_start[:, None])
                 actions[step] = action
                 raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
                 rewards_np[step] = reward
@@ -736,7 +744,7 @@ def train(args: Args) -> dict:
                 permutation = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
-                    loss, pg_loss, v_loss, entropy_loss, ratio = ppo_loss(
+                    loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
                         agent, b_windows[mb], b_masks[mb], b_actions[mb], b_logprobs[mb],
                         b_advantages[mb], b_values[mb], b_returns[mb], args,
                     )  # fmt: skip
@@ -861,6 +869,8 @@ def validate(args: Args) -> None:
             f"--lr-schedule-steps must be 0 or at least --total-timesteps, "
             f"got {args.lr_schedule_steps}"
         )
+    if args.cudagraphs and not (args.compile and args.cuda):
+        raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
@@ -939,6 +949,27 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
     if not cuda:
         torch.set_num_threads(torch_threads)
     return torch.device("cuda" if cuda else "cpu")
+
+
+def maybe_compile(fn, args: Args):
+    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
+    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
+    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
+    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
+    the GPU tests check it)."""
+    if not args.compile:
+        return fn
+    if not args.cudagraphs:
+        return torch.compile(fn)
+    graphed = torch.compile(fn, mode="reduce-overhead")
+
+    def copied(*inputs):
+        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
+        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        out = graphed(*inputs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+    return copied
 
 
 def seed_everything(seed: int, torch_deterministic: bool) -> None:

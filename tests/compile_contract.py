@@ -1,6 +1,7 @@
 """The tests of --compile and --cudagraphs, written once for the scripts that offer them (sac.py,
-ppo_continuous.py, ppo_atari.py). Each of their test files imports these by name; they need
-`sut.module`, `sut.name` and `sut.args(tmp_path, **overrides)`, a run of a few seconds.
+ppo_continuous.py, ppo_atari.py, ppo_transformer.py). Each of their test files imports these by
+name; they need `sut.module`, `sut.name` and `sut.args(tmp_path, **overrides)`, a run of a few
+seconds.
 """
 
 import pytest

@@ -9,6 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from compile_contract import (  # noqa: F401
+    test_compiled_training_computes_what_the_eager_one_does,
+    test_cudagraphs_without_a_gpu_are_refused,
+    test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume,
+    test_gpu_cudagraph_replays_draw_new_noise,
+)
 from conftest import TWO_SMALL_UPDATES, ConstantRewardEnv, PPOScript, run_cli
 from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
 from ppo_contract import learning_score
@@ -17,6 +23,13 @@ from ppo_contract import learning_score
 # by the memoryless agent (test_memoryless_agent_does_not_learn_with_hidden_velocities), not by
 # the contract's flipped policy gradient: the suite has no half minute to spare for both.
 del test_flipped_policy_gradient_does_not_learn  # noqa: F821
+
+
+def sampler(device: torch.device) -> tuple:
+    """The acting pass of a small agent (a sampled action) and an observation for it."""
+    agent = ppo.Agent(3, 2, ppo.Args(context_len=4, embed_dim=16, num_heads=2)).to(device)
+    return agent.sample_action, torch.zeros(4, 3, device=device)
+
 
 SCRIPT = PPOScript(
     name="ppo_transformer",
@@ -33,6 +46,7 @@ SCRIPT = PPOScript(
     learn=dict(mask_velocity=True, total_timesteps=32_768, learning_rate=2e-3, target_kl=None),
     learned_at_least=150.0,
     broken_at_most=60.0,
+    sampler=sampler,
 )
 ppo = SCRIPT.module
 
