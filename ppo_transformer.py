@@ -13,7 +13,8 @@ https://arxiv.org/abs/1910.06764). Slots of the window before the episode start 
 never filled with the previous episode's frames. Each stored step carries its own window (cut
 from the rollout in one strided view), so minibatches may shuffle steps exactly as in
 ppo_discrete.py. A window of K steps remembers the last K observations of the episode and
-nothing older.
+nothing older. The gradients of the policy's network and of the value's are clipped apart, so
+that a large value gradient never shrinks the policy's step.
 
 --mask-velocity hides the velocities from the observation (CartPole-v1: keeps the cart position
 and the pole angle), so that the agent must infer speed from positions over time: a memoryless
@@ -82,11 +83,13 @@ class Args:
     """entropy bonus coefficient"""
     vf_coef: float = 0.5
     """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient norm clipping threshold"""
-    clip_each_network: bool = False
-    """clip the gradients of the policy's network and of the value's each to --max-grad-norm, not
-    of both together (with --no-separate-critic the one network is clipped as a whole)"""
+    max_grad_norm: float = 0.35
+    """gradient norm clipping threshold, of each network's gradient (0.35 each: together at most
+    0.5, the usual global limit)"""
+    clip_each_network: bool = True
+    """clip the gradients of the policy's network and of the value's each to --max-grad-norm, so
+    that a large value gradient never shrinks the policy's step (--no-clip-each-network: one clip
+    of all gradients together; with --no-separate-critic the one network is clipped as a whole)"""
     target_kl: Optional[float] = 0.02
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
     norm_obs: bool = True
@@ -618,8 +621,8 @@ def train(args: Args) -> dict:
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
     schedule_iterations = (args.lr_schedule_steps or args.total_timesteps) // batch_size
-    # What each gradient clipping covers: all parameters at once, or (--clip-each-network) the
-    # policy's and the value's apart, so that a large value gradient never shrinks the policy's.
+    # What each gradient clipping covers: the policy's parameters and the value's apart, so that a
+    # large value gradient never shrinks the policy's step (--no-clip-each-network: all at once).
     clipped = agent.networks() if args.clip_each_network else [list(agent.parameters())]
 
     # Rollout storage. Observations are stored raw, and the agent normalizes its windows

@@ -55,6 +55,10 @@ TRANSFORMER_SPEED_SETTINGS = (
 # ppo_transformer.py's runs made before its value had a transformer of its own (commit 708ddbb):
 # one transformer shared by the policy and the value.
 SHARED_TRANSFORMER = ["--no-separate-critic"]
+# ppo_transformer.py's runs made before its defaults clipped the policy's gradient and the value's
+# each to 0.35 (--clip-each-network --max-grad-norm 0.35): one clip of all gradients together to
+# 0.5. The *-clip-each-035 runs were made with the two flags before they became the defaults.
+GLOBAL_CLIP = ["--no-clip-each-network", "--max-grad-norm", "0.5"]
 # Speed runs skip the evaluation and the model file: steps/s is what they measure.
 SPEED_FLAGS = ["--eval-episodes", "0", "--no-save-model"]
 EXPERIMENTS = {
@@ -188,14 +192,14 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 100_000,
-        "flags": ["--mask-velocity"],
+        "flags": [*GLOBAL_CLIP, "--mask-velocity"],
         "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
     },
     "transformer-novel-500k": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 500_000,
-        "flags": ["--mask-velocity"],
+        "flags": [*GLOBAL_CLIP, "--mask-velocity"],
         "plot_with": ["transformer-cartpole-novel-k1"],
         "published": [("RL Zoo RecurrentPPO (LSTM), eval", [(100_000, 500)])],
     },
@@ -206,7 +210,7 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 500_000,
-        "flags": ["--mask-velocity", "--learning-rate", "5e-4"],
+        "flags": [*GLOBAL_CLIP, "--mask-velocity", "--learning-rate", "5e-4"],
         "plot_with": ["transformer-novel-500k"],
     },
     # The defaults with --clip-each-network: the policy's gradient and the value's are each clipped
@@ -215,18 +219,18 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 100_000,
-        "flags": ["--mask-velocity", "--clip-each-network"],
+        "flags": ["--mask-velocity", "--clip-each-network", "--max-grad-norm", "0.5"],
         "plot_with": ["transformer-novel"],
     },
     "transformer-novel-500k-clip-each": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 500_000,
-        "flags": ["--mask-velocity", "--clip-each-network"],
+        "flags": ["--mask-velocity", "--clip-each-network", "--max-grad-norm", "0.5"],
         "plot_with": ["transformer-novel-500k"],
     },
     # --clip-each-network with each network's gradient clipped to 0.35, so that the two together
-    # stay within the usual 0.5 (sqrt(2) * 0.35).
+    # stay within the usual 0.5 (sqrt(2) * 0.35): the defaults since these runs.
     "transformer-novel-clip-each-035": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
@@ -246,6 +250,7 @@ EXPERIMENTS = {
         "env_id": "CartPole-v1",
         "steps": 200_000,
         "flags": [
+            *GLOBAL_CLIP,
             *SHARED_TRANSFORMER,
             *"--mask-velocity --learning-rate 2e-3 --target-kl None".split(),
         ],
@@ -257,6 +262,7 @@ EXPERIMENTS = {
         "env_id": "CartPole-v1",
         "steps": 100_000,
         "flags": [
+            *GLOBAL_CLIP,
             *SHARED_TRANSFORMER,
             *"--mask-velocity --learning-rate 0.0028242338229529777 --target-kl 0.05".split(),
             *"--update-epochs 11 --num-minibatches 1 --num-steps 64".split(),
@@ -270,6 +276,7 @@ EXPERIMENTS = {
         "env_id": "CartPole-v1",
         "steps": 100_000,
         "flags": [
+            *GLOBAL_CLIP,
             *SHARED_TRANSFORMER,
             *"--mask-velocity --learning-rate 2e-3 --target-kl None".split(),
         ],
@@ -283,7 +290,7 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
         "steps": 300_000,
-        "flags": [*SHARED_TRANSFORMER, "--context-len", "64"],
+        "flags": [*GLOBAL_CLIP, *SHARED_TRANSFORMER, "--context-len", "64"],
         "plot_with": ["popgym-repeatfirst-k16"],
     },
     # The same, 1M steps: is RepeatFirst's rise at 300k steps on its way to a solved task?
@@ -291,7 +298,7 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
         "steps": 1_000_000,
-        "flags": [*SHARED_TRANSFORMER, "--context-len", "64"],
+        "flags": [*GLOBAL_CLIP, *SHARED_TRANSFORMER, "--context-len", "64"],
     },
     # The same with positions counted from the window's oldest observation of the episode too
     # (--position-from-start): the first card is then at one fixed position while it is in the
@@ -313,7 +320,7 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "popgym:popgym-RepeatFirstEasy-v0",
         "steps": 300_000,
-        "flags": [*SHARED_TRANSFORMER, "--context-len", "16"],
+        "flags": [*GLOBAL_CLIP, *SHARED_TRANSFORMER, "--context-len", "16"],
     },
     "popgym-countrecall-k64": {
         "script": "ppo_transformer.py",
@@ -336,20 +343,20 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 200_000,
-        "flags": ["--mask-velocity"],
+        "flags": [*GLOBAL_CLIP, "--mask-velocity"],
         "plot_with": ["transformer-cartpole-novel-k1", "transformer-cartpole-novel-gated"],
     },
     "transformer-cartpole-novel-k1": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 200_000,
-        "flags": ["--mask-velocity", "--context-len", "1"],
+        "flags": [*GLOBAL_CLIP, "--mask-velocity", "--context-len", "1"],
     },
     "transformer-cartpole-novel-gated": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 200_000,
-        "flags": ["--mask-velocity", "--gated"],
+        "flags": [*GLOBAL_CLIP, "--mask-velocity", "--gated"],
     },
     # The issue's budget, 500k steps, at half the default learning rate: at 2e-3, 1 seed of 3
     # collapsed to one action at 200k.
@@ -357,14 +364,14 @@ EXPERIMENTS = {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 500_000,
-        "flags": ["--mask-velocity", "--learning-rate", "1e-3"],
+        "flags": [*GLOBAL_CLIP, "--mask-velocity", "--learning-rate", "1e-3"],
         "plot_with": ["transformer-cartpole-novel-k1"],
     },
     "transformer-cartpole": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
         "steps": 100_000,
-        "flags": [],
+        "flags": [*GLOBAL_CLIP],
         "plot_with": ["cartpole"],
     },
     # The Atari target is 10M agent steps (40M frames) on a GPU; on 2 CPU cores, a first stretch.
@@ -491,6 +498,13 @@ EXPERIMENTS = {
         "steps": 50_176,
         "flags": [*TRANSFORMER_SPEED_SETTINGS, "--target-kl", "None", *SPEED_FLAGS],
     },
+    # The same through torch.compile (the minibatch loss and the acting pass).
+    "transformer-speed-compile": {
+        "script": "ppo_transformer.py",
+        "env_id": "CartPole-v1",
+        "steps": 50_176,
+        "flags": [*TRANSFORMER_SPEED_SETTINGS, "--target-kl", "None", "--compile", *SPEED_FLAGS],
+    },
     # The same with one transformer for the policy and the value (--no-separate-critic).
     "transformer-speed-shared": {
         "script": "ppo_transformer.py",
@@ -565,7 +579,7 @@ for _name, _extra in (("kl", ["--target-kl", "0.02"]), ("ent", ["--ent-coef", "0
 # Plain CartPole-v1 with that KL limit, against ppo_discrete.py at the same budget.
 EXPERIMENTS["transformer-cartpole-kl"] = {
     **EXPERIMENTS["transformer-cartpole"],
-    "flags": ["--learning-rate", "1e-3", "--target-kl", "0.02"],
+    "flags": [*GLOBAL_CLIP, "--learning-rate", "1e-3", "--target-kl", "0.02"],
     "plot_with": ["cartpole", "transformer-cartpole"],
 }
 

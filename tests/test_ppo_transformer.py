@@ -130,9 +130,10 @@ def test_the_value_and_the_policy_move_their_own_transformers_only():
 
 @pytest.mark.parametrize("each", [False, True], ids=["together", "each"])
 def test_clip_each_network_clips_the_policy_and_the_value_apart(tmp_path, monkeypatch, each):
-    # Which parameters each gradient clipping of a short run covers: all of them at once by
-    # default; with --clip-each-network the policy's (transformer and head) and the value's apart.
-    agents, clipped = [], []
+    # Which parameters each gradient clipping of a short run covers, and to what norm: by default
+    # the policy's (transformer and head) and the value's apart, each to --max-grad-norm; with
+    # --no-clip-each-network all of them at once.
+    agents, clipped, limits = [], [], set()
     agent_class, clip = ppo.Agent, torch.nn.utils.clip_grad_norm_
 
     class RecordingAgent(agent_class):
@@ -143,6 +144,7 @@ def test_clip_each_network_clips_the_policy_and_the_value_apart(tmp_path, monkey
     def recording_clip(parameters, max_norm):
         parameters = list(parameters)
         clipped.append({id(p) for p in parameters})
+        limits.add(max_norm)
         return clip(parameters, max_norm)
 
     monkeypatch.setattr(ppo, "Agent", RecordingAgent)
@@ -157,6 +159,7 @@ def test_clip_each_network_clips_the_policy_and_the_value_apart(tmp_path, monkey
     assert policy | value == ids(agent) and not policy & value
     expected = [policy, value] if each else [ids(agent)]
     assert len(clipped) > 2 and clipped == expected * (len(clipped) // len(expected))
+    assert limits == {ppo.Args.max_grad_norm}
     assert len(small_agent(separate_critic=False).networks()) == 1
 
 
