@@ -84,8 +84,8 @@ class Args:
     vf_coef: float = 0.5
     """value loss coefficient"""
     max_grad_norm: float = 0.35
-    """gradient norm clipping threshold, of each network's gradient (0.35 each: together at most
-    0.5, the usual global limit)"""
+    """gradient norm limit, of each network's gradient apart (0.35 each: together at most 0.5, the
+    usual global limit), or of all gradients together with --no-clip-each-network"""
     clip_each_network: bool = True
     """clip the gradients of the policy's network and of the value's each to --max-grad-norm, so
     that a large value gradient never shrinks the policy's step (--no-clip-each-network: one clip

@@ -213,8 +213,8 @@ EXPERIMENTS = {
         "flags": [*GLOBAL_CLIP, "--mask-velocity", "--learning-rate", "5e-4"],
         "plot_with": ["transformer-novel-500k"],
     },
-    # The defaults with --clip-each-network: the policy's gradient and the value's are each clipped
-    # to --max-grad-norm, so that a large value gradient never shrinks the policy's step.
+    # The former defaults with --clip-each-network at the former limit: the policy's gradient and
+    # the value's each clipped to 0.5, so that a large value gradient never shrinks the policy's.
     "transformer-novel-clip-each": {
         "script": "ppo_transformer.py",
         "env_id": "CartPole-v1",
