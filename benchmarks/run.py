@@ -103,6 +103,70 @@ EXPERIMENTS = {
         "steps": 1_000_000,
         "flags": [],
     },
+    # The MuJoCo table at 1M steps with the defaults, beside the published PPO figures at 1M:
+    # CleanRL ppo_continuous_action (its docs, v4, mean of the last training episodes over seeds),
+    # RL Zoo (benchmark.md, one tuned run, deterministic evaluation, v3), Tianshou (its MuJoCo
+    # table, 10 seeds, v3).
+    "hopper": {
+        "script": "ppo_continuous.py",
+        "env_id": "Hopper-v4",
+        "steps": 1_000_000,
+        "flags": [],
+        "published": [
+            ("CleanRL, training (v4)", [(1_000_000, 2382.86)]),
+            ("RL Zoo, eval (v3)", [(1_000_000, 2410.4)]),
+            ("Tianshou (v3)", [(1_000_000, 2609.3)]),
+        ],
+    },
+    "walker2d": {
+        "script": "ppo_continuous.py",
+        "env_id": "Walker2d-v4",
+        "steps": 1_000_000,
+        "flags": [],
+        "published": [
+            ("CleanRL, training (v4)", [(1_000_000, 2287.95)]),
+            ("RL Zoo, eval (v3)", [(1_000_000, 3478.8)]),
+            ("Tianshou (v3)", [(1_000_000, 3588.5)]),
+        ],
+    },
+    "ant": {
+        "script": "ppo_continuous.py",
+        "env_id": "Ant-v4",
+        "steps": 1_000_000,
+        "flags": [],
+        "published": [
+            ("RL Zoo, eval (v3)", [(1_000_000, 1327.2)]),
+            ("Tianshou (v3)", [(1_000_000, 3258.4)]),
+        ],
+    },
+    "humanoid": {
+        "script": "ppo_continuous.py",
+        "env_id": "Humanoid-v4",
+        "steps": 1_000_000,
+        "flags": [],
+        "published": [
+            ("CleanRL, training (v4)", [(1_000_000, 716.11)]),
+            ("Tianshou (v3)", [(1_000_000, 787.1)]),
+        ],
+    },
+    "invertedpendulum": {
+        "script": "ppo_continuous.py",
+        "env_id": "InvertedPendulum-v4",
+        "steps": 1_000_000,
+        "flags": [],
+        "published": [
+            ("CleanRL, training (v4)", [(1_000_000, 963.09)]),
+        ],
+    },
+    "pusher": {
+        "script": "ppo_continuous.py",
+        "env_id": "Pusher-v4",
+        "steps": 1_000_000,
+        "flags": [],
+        "published": [
+            ("CleanRL, training (v4)", [(1_000_000, -40.38)]),
+        ],
+    },
     "bipedalwalker": {
         "script": "ppo_continuous.py",
         "env_id": "BipedalWalker-v3",
