@@ -291,8 +291,7 @@ class Agent(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # The worker: one actor-learner, in its own process
 # ---------------------------------------------------------------------------------------------
-def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, counter, stop,
-           start, messages) -> None:  # fmt: skip
+def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, counter, stop, start, messages) -> None:
     """One A3C actor-learner (the paper's Algorithm S3), with n-step rollouts on num_envs envs:
     copy the shared weights, play num_steps steps, compute the loss's gradient on the copy,
     hand the gradient to the shared model and step the shared optimizer, again and again until
@@ -379,9 +378,7 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
         with torch.no_grad():
             # With lambda = 1 (the default), returns are the paper's n-step returns
             # R_t = r_t + gamma r_{t+1} + ... + gamma^(n-t) V(s_{t+n}), cut at episode ends.
-            advantages = compute_gae(
-                rewards, values, dones, next_value, args.gamma, args.gae_lambda
-            )
+            advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
             returns = advantages + values
             b_advantages = advantages.reshape(-1)
             if args.norm_adv:
@@ -455,13 +452,12 @@ def train(args: Args) -> dict:
     workers = [
         ctx.Process(
             target=worker_main,
-            args=(i, seeds[i], args, env_spec, run_dir, agent, optimizer, counter, stop, start,
-                  messages),
+            args=(i, seeds[i], args, env_spec, run_dir, agent, optimizer, counter, stop, start, messages),
             name=f"a3c-worker-{i}",
             daemon=True,  # never outlives the main process
         )
         for i in range(args.num_workers)
-    ]  # fmt: skip
+    ]
     log = TrainingLog(args, writer, global_step)
     # Ctrl-C is the main process's to handle: the workers start with it ignored (they inherit
     # SIG_IGN from birth), and supervise() stops them all when it comes.
@@ -471,8 +467,7 @@ def train(args: Args) -> dict:
 
     # The main process does no learning: until every worker is done, it logs what they report
     # and writes checkpoints, and it stops them all when one fails or on Ctrl-C.
-    global_step = supervise(args, workers, counter, start, stop, messages, log, main_handler,
-                            run_dir, agent, optimizer)  # fmt: skip
+    global_step = supervise(args, workers, counter, start, stop, messages, log, main_handler, run_dir, agent, optimizer)
     if log.checkpoint_due(global_step, last=True):
         save_checkpoint(run_dir, args, agent, optimizer, global_step)
     return finish_run(args, agent, run_dir, writer, log, global_step, device)
@@ -548,8 +543,17 @@ def validate(args: Args) -> None:
             "--cuda is not supported: A3C's workers are CPU processes that share one model in CPU "
             "memory (Hogwild), by design; run without --cuda (for a GPU, use the ppo_*.py scripts)"
         )
-    for name in ["total_timesteps", "num_workers", "num_envs", "num_steps", "max_grad_norm",
-                 "reward_scale", "hidden_size", "torch_threads", "log_every"]:  # fmt: skip
+    for name in [
+        "total_timesteps",
+        "num_workers",
+        "num_envs",
+        "num_steps",
+        "max_grad_norm",
+        "reward_scale",
+        "hidden_size",
+        "torch_threads",
+        "log_every",
+    ]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
@@ -561,8 +565,7 @@ def validate(args: Args) -> None:
     batch_size = args.num_envs * args.num_steps
     if args.total_timesteps < batch_size:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one rollout "
-            f"(num_envs * num_steps = {batch_size})"
+            f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})"
         )
 
 
@@ -583,9 +586,7 @@ def check_env(env_id: str) -> None:
     discrete = isinstance(action_space, gym.spaces.Discrete) and action_space.start == 0
     box = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
     if not (discrete or box):
-        raise ConfigError(
-            f"{env_id} has action space {action_space}; this script needs Discrete(n) or a 1-D Box"
-        )
+        raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n) or a 1-D Box")
     part = unflattenable_part(observation_space)
     if part is not None:
         raise ConfigError(
@@ -676,9 +677,7 @@ def args_to_run(args: Args) -> tuple:
         required = ("model", "optimizer", "args", "global_step")
         checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = (
-            args.resume, args.cuda, args.progress, args.track
-        )  # fmt: skip
+        saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         saved.num_workers = args.num_workers
         args = saved
     validate(args)
@@ -738,9 +737,7 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     else:
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
-        run_dir = os.path.join(
-            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
-        )
+        run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
     print(f"device: {device}, run: {run_dir}")
     if args.track:
@@ -837,8 +834,16 @@ def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
     eval_returns = []
     if args.eval_episodes > 0:
         video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(agent, args.env_id, args.eval_episodes, first_eval_seed(args), device,
-                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            first_eval_seed(args),
+            device,
+            args.capture_video,
+            video_dir,
+            args.progress,
+        )
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
         print_eval(eval_returns, "greedy episodes")
@@ -923,15 +928,11 @@ def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None
     all of them use (the paper's shared RMSProp; torch would otherwise create the state lazily,
     at the first step, privately in each process). `state` is a saved state_dict to resume."""
     if args.optimizer == "adam":
-        optimizer = torch.optim.Adam(
-            agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True
-        )
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
         statistics = ("exp_avg", "exp_avg_sq")
     else:
         # alpha 0.99 and a large epsilon, as in the paper's shared RMSProp.
-        optimizer = torch.optim.RMSprop(
-            agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=0.1
-        )
+        optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=0.1)
         statistics = ("square_avg",)
     if state is not None:
         optimizer.load_state_dict(state)
@@ -1026,8 +1027,7 @@ class WorkerReport:
         self.send("done", self.updates)
 
 
-def supervise(args, workers, counter, start, stop, messages, log, main_handler, run_dir, agent,
-              optimizer) -> int:  # fmt: skip
+def supervise(args, workers, counter, start, stop, messages, log, main_handler, run_dir, agent, optimizer) -> int:
     """The main process's loop, until every worker is done: start them together once all are
     ready, log what they report, write checkpoints; stop them all when one fails (WorkerError)
     or on Ctrl-C (KeyboardInterrupt), keeping the logs written so far. Returns the step count."""
@@ -1054,9 +1054,7 @@ def supervise(args, workers, counter, start, stop, messages, log, main_handler, 
                         log.start_time = time.time()
                         start.set()
                         plural = "es" if args.num_workers > 1 else ""
-                        print(
-                            f"training with {args.num_workers} worker process{plural}", flush=True
-                        )
+                        print(f"training with {args.num_workers} worker process{plural}", flush=True)
                 elif kind == "done":
                     done.add(worker_id)
                     log.updates_per_worker[worker_id] = payload
@@ -1110,9 +1108,14 @@ def main() -> None:
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
-                cli_args.cuda, cli_args.capture_video, cli_args.progress,
-            )  # fmt: skip
+                cli_args.eval_only,
+                None,
+                cli_args.eval_episodes,
+                cli_args.eval_seed,
+                cli_args.cuda,
+                cli_args.capture_video,
+                cli_args.progress,
+            )
             print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)
@@ -1123,8 +1126,10 @@ def main() -> None:
         worker_id, details = e.args
         print(details.rstrip(), file=sys.stderr)
         failure = details.strip().splitlines()[-1]
-        print(f"{os.path.basename(__file__)}: error: worker {worker_id} failed ({failure}); "
-              "all workers stopped", file=sys.stderr)  # fmt: skip
+        print(
+            f"{os.path.basename(__file__)}: error: worker {worker_id} failed ({failure}); all workers stopped",
+            file=sys.stderr,
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"{os.path.basename(__file__)}: interrupted; all workers stopped", file=sys.stderr)

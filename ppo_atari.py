@@ -166,12 +166,8 @@ def make_env(game: str, args: Args, capture_video: bool, video_dir: str) -> gym.
         render_mode="rgb_array" if capture_video else None,
     )
     if capture_video:
-        env = gym.wrappers.RecordVideo(
-            env, video_dir, fps=60, disable_logger=True
-        )  # every emulator frame
-    env = gym.wrappers.AtariPreprocessing(
-        env, noop_max=args.noop_max, frame_skip=args.frame_skip, screen_size=84
-    )
+        env = gym.wrappers.RecordVideo(env, video_dir, fps=60, disable_logger=True)  # every emulator frame
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=args.noop_max, frame_skip=args.frame_skip, screen_size=84)
     return gym.wrappers.FrameStackObservation(env, args.frame_stack, padding_type="zero")
 
 
@@ -398,9 +394,7 @@ def train(args: Args) -> dict:
     agent = Agent(args.frame_stack, int(envs.single_action_space.n), args.bf16).to(device)
     # fused: one kernel updates all parameters, measurably faster for small networks.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    global_step, start_iteration = restore(
-        args, checkpoint, agent, optimizer, device, rank, world_size
-    )
+    global_step, start_iteration = restore(args, checkpoint, agent, optimizer, device, rank, world_size)
 
     # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. Unlike
     # the other PPO scripts, which value the whole batch in one pass after the rollout, the
@@ -469,9 +463,7 @@ def train(args: Args) -> dict:
                     for (step, env_idx), final_value in zip(truncated_slots, final_values):
                         rewards[step, env_idx] += args.gamma * final_value
                 next_value = agent.get_value(next_obs)
-                advantages = compute_gae(
-                    rewards, values, dones, next_value, args.gamma, args.gae_lambda
-                )
+                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
                 returns = advantages + values
             log.gather_episodes()  # the games of all ranks, so that the log covers every env
 
@@ -489,9 +481,15 @@ def train(args: Args) -> dict:
                 for start in range(0, local_batch_size, local_minibatch_size):
                     mb = permutation[start : start + local_minibatch_size]
                     loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
-                        agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
-                        b_values[mb], b_returns[mb], args,
-                    )  # fmt: skip
+                        agent,
+                        b_obs[mb],
+                        b_actions[mb],
+                        b_logprobs[mb],
+                        b_advantages[mb],
+                        b_values[mb],
+                        b_returns[mb],
+                        args,
+                    )
                     ratios.append(ratio.detach())
                     optimizer.zero_grad()
                     loss.backward()
@@ -505,8 +503,7 @@ def train(args: Args) -> dict:
                         break
 
             losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
-                       b_advantages)  # fmt: skip
+            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns, b_advantages)
             if log.checkpoint_due(global_step, iteration == num_iterations):
                 save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
 
@@ -587,13 +584,32 @@ class ConfigError(Exception):
 
 def validate(args: Args) -> None:
     """Refuse, in one line, the settings that cannot mean anything."""
-    for name in ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "clip_coef", "max_grad_norm", "frame_skip", "frame_stack", "max_episode_frames",
-                 "dist_timeout"]:  # fmt: skip
+    for name in [
+        "total_timesteps",
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "clip_coef",
+        "max_grad_norm",
+        "frame_skip",
+        "frame_stack",
+        "max_episode_frames",
+        "dist_timeout",
+    ]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
-    for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every",
-                 "noop_max", "torch_threads", "env_threads", "eval_idle_frames"]:  # fmt: skip
+    for name in [
+        "learning_rate",
+        "ent_coef",
+        "vf_coef",
+        "eval_episodes",
+        "checkpoint_every",
+        "noop_max",
+        "torch_threads",
+        "env_threads",
+        "eval_idle_frames",
+    ]:
         if not getattr(args, name) >= 0:
             raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
     for name in ["gamma", "gae_lambda", "repeat_action_probability"]:
@@ -602,20 +618,15 @@ def validate(args: Args) -> None:
     if args.target_kl is not None and not args.target_kl > 0:
         raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
     if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
-        raise ConfigError(
-            f"--lr-schedule-steps must be 0 or at least --total-timesteps, "
-            f"got {args.lr_schedule_steps}"
-        )
+        raise ConfigError(f"--lr-schedule-steps must be 0 or at least --total-timesteps, got {args.lr_schedule_steps}")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into "
-            f"{args.num_minibatches} minibatches"
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
         )
     if args.total_timesteps < batch_size:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch "
-            f"(num_envs * num_steps = {batch_size})"
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
         )
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
@@ -623,9 +634,7 @@ def validate(args: Args) -> None:
         raise ConfigError("--bf16 needs --cuda: bfloat16 convolutions are fast on a GPU only")
     world_size = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's processes
     if args.num_envs % world_size != 0 or (batch_size // args.num_minibatches) % world_size != 0:
-        raise ConfigError(
-            f"--num-envs and the minibatch size must divide evenly over the {world_size} processes"
-        )
+        raise ConfigError(f"--num-envs and the minibatch size must divide evenly over the {world_size} processes")
 
 
 def flag(name: str) -> str:
@@ -643,9 +652,7 @@ def check_env(env_id: str) -> str:
         return game
     gym.register_envs(ale_py)
     if env_id in gym.registry:
-        raise ConfigError(
-            f"{env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py"
-        )
+        raise ConfigError(f"{env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py")
     close = difflib.get_close_matches(game, rom_ids, n=5, cutoff=0.6)
     if close:
         hint = f"; close matches: {', '.join(close)}"
@@ -787,9 +794,7 @@ def args_to_run(args: Args) -> tuple:
         required = ("model", "optimizer", "args", "global_step", "iteration")
         checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = (
-            args.resume, args.cuda, args.progress, args.track
-        )  # fmt: skip
+        saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
     validate(args)
     check_env(args.env_id)
@@ -863,9 +868,7 @@ def start_run(args: Args, checkpoint: Optional[dict], device, rank: int, world_s
     else:
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
-        run_dir = os.path.join(
-            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
-        )
+        run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
     run_dir = gather_lists([run_dir], world_size)[0]  # rank 0's, named at rank 0's clock
     if rank != 0:
         return run_dir, NullWriter()
@@ -925,9 +928,7 @@ class TrainingLog:
             return
         for env_idx in np.flatnonzero(infos["_episode"]):
             episode = infos["episode"]
-            self.finished.append(
-                (global_step, float(episode["r"][env_idx]), int(episode["l"][env_idx]))
-            )
+            self.finished.append((global_step, float(episode["r"][env_idx]), int(episode["l"][env_idx])))
 
     def gather_episodes(self) -> None:
         """Log the games of every rank that ended since the last call (every rank calls it)."""
@@ -982,11 +983,7 @@ class TrainingLog:
 
     def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
         every = self.args.checkpoint_every
-        if (
-            self.is_main
-            and every > 0
-            and (global_step - self.last_checkpoint_step >= every or last_iteration)
-        ):
+        if self.is_main and every > 0 and (global_step - self.last_checkpoint_step >= every or last_iteration):
             self.last_checkpoint_step = global_step
             return True
         return False
@@ -1006,14 +1003,13 @@ def finish_run(args, agent, run_dir, writer, log, global_step, device, world_siz
     eval_returns = []
     if args.eval_episodes > 0 and log.is_main:
         video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(agent, args, args.eval_episodes, first_eval_seed(args), device,
-                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        eval_returns = play(
+            agent, args, args.eval_episodes, first_eval_seed(args), device, args.capture_video, video_dir, args.progress
+        )
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
         print_eval(eval_returns, "greedy games" if args.eval_greedy else "games")
-    log.print(
-        f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}"
-    )
+    log.print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}")
     writer.close()
     if args.track and log.is_main:
         import wandb
@@ -1092,9 +1088,15 @@ def main() -> None:
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
-                cli_args.cuda, cli_args.capture_video, cli_args.progress, cli_args.eval_greedy,
-            )  # fmt: skip
+                cli_args.eval_only,
+                None,
+                cli_args.eval_episodes,
+                cli_args.eval_seed,
+                cli_args.cuda,
+                cli_args.capture_video,
+                cli_args.progress,
+                cli_args.eval_greedy,
+            )
             print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)

@@ -448,9 +448,7 @@ def train(args: Args) -> dict:
                 with torch.no_grad():
                     action = sample_action(next_obs)
                 actions[step] = action
-                env_action = to_env_action(
-                    action.cpu().numpy(), action_low, action_high, args.squash
-                )
+                env_action = to_env_action(action.cpu().numpy(), action_low, action_high, args.squash)
                 raw_obs, reward, terminations, truncations, infos = envs.step(env_action)
                 rewards_np[step] = reward
                 dones_np[step] = np.logical_or(terminations, truncations)
@@ -488,17 +486,13 @@ def train(args: Args) -> dict:
                     for (step, env_idx), final_value in zip(truncated_slots, final_values):
                         rewards[step, env_idx] += args.gamma * final_value
                 next_value = agent.get_value(next_obs)
-                advantages = compute_gae(
-                    rewards, values, dones, next_value, args.gamma, args.gae_lambda
-                )
+                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
                 returns = advantages + values
 
                 # Observation statistics: updated once per rollout, after its advantages, so that
                 # every step of a batch (and its bootstrap values) saw the same normalization.
                 if agent.obs_rms is not None:
-                    agent.obs_rms.update(
-                        torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device)
-                    )
+                    agent.obs_rms.update(torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device))
                     next_obs = to_obs_tensor(raw_obs)
 
             b_advantages = advantages.reshape(-1)
@@ -511,9 +505,15 @@ def train(args: Args) -> dict:
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
                     loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
-                        agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
-                        b_values[mb], b_returns[mb], args,
-                    )  # fmt: skip
+                        agent,
+                        b_obs[mb],
+                        b_actions[mb],
+                        b_logprobs[mb],
+                        b_advantages[mb],
+                        b_values[mb],
+                        b_returns[mb],
+                        args,
+                    )
                     ratios.append(ratio.detach())
                     optimizer.zero_grad()
                     loss.backward()
@@ -524,8 +524,17 @@ def train(args: Args) -> dict:
                     break
 
             losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
-                       b_advantages, action_std=agent.actor_logstd.exp().mean())  # fmt: skip
+            log.update(
+                global_step,
+                optimizer,
+                losses,
+                ratios,
+                grad_norm,
+                b_values,
+                b_returns,
+                b_advantages,
+                action_std=agent.actor_logstd.exp().mean(),
+            )
             if log.checkpoint_due(global_step, iteration == num_iterations):
                 save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
 
@@ -596,8 +605,17 @@ class ConfigError(Exception):
 
 def validate(args: Args) -> None:
     """Refuse, in one line, the settings that cannot mean anything."""
-    for name in ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "clip_coef", "max_grad_norm", "hidden_size", "torch_threads"]:  # fmt: skip
+    for name in [
+        "total_timesteps",
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "clip_coef",
+        "max_grad_norm",
+        "hidden_size",
+        "torch_threads",
+    ]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
@@ -609,22 +627,17 @@ def validate(args: Args) -> None:
     if args.target_kl is not None and not args.target_kl > 0:
         raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
     if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
-        raise ConfigError(
-            f"--lr-schedule-steps must be 0 or at least --total-timesteps, "
-            f"got {args.lr_schedule_steps}"
-        )
+        raise ConfigError(f"--lr-schedule-steps must be 0 or at least --total-timesteps, got {args.lr_schedule_steps}")
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into "
-            f"{args.num_minibatches} minibatches"
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
         )
     if args.total_timesteps < batch_size:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch "
-            f"(num_envs * num_steps = {batch_size})"
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
         )
 
 
@@ -752,9 +765,7 @@ def args_to_run(args: Args) -> tuple:
         required = ("model", "optimizer", "args", "global_step", "iteration")
         checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = (
-            args.resume, args.cuda, args.progress, args.track
-        )  # fmt: skip
+        saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
     validate(args)
     check_env(args.env_id, args.squash)
@@ -820,9 +831,7 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     else:
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
-        run_dir = os.path.join(
-            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
-        )
+        run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
     print(f"device: {device}, run: {run_dir}")
     if args.track:
@@ -937,8 +946,16 @@ def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
     eval_returns = []
     if args.eval_episodes > 0:
         video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(agent, args.env_id, args.eval_episodes, first_eval_seed(args), device,
-                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            first_eval_seed(args),
+            device,
+            args.capture_video,
+            video_dir,
+            args.progress,
+        )
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
         print_eval(eval_returns, "greedy episodes")
@@ -1021,9 +1038,14 @@ def main() -> None:
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
-                cli_args.cuda, cli_args.capture_video, cli_args.progress,
-            )  # fmt: skip
+                cli_args.eval_only,
+                None,
+                cli_args.eval_episodes,
+                cli_args.eval_seed,
+                cli_args.cuda,
+                cli_args.capture_video,
+                cli_args.progress,
+            )
             print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)

@@ -427,17 +427,13 @@ def train(args: Args) -> dict:
                     for (step, env_idx), final_value in zip(truncated_slots, final_values):
                         rewards[step, env_idx] += args.gamma * final_value
                 next_value = agent.get_value(next_obs)
-                advantages = compute_gae(
-                    rewards, values, dones, next_value, args.gamma, args.gae_lambda
-                )
+                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
                 returns = advantages + values
 
                 # Observation statistics: updated once per rollout, after its advantages, so that
                 # every step of a batch (and its bootstrap values) saw the same normalization.
                 if agent.obs_rms is not None:
-                    agent.obs_rms.update(
-                        torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device)
-                    )
+                    agent.obs_rms.update(torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device))
                     next_obs = to_obs_tensor(raw_obs)
 
             b_advantages = advantages.reshape(-1)
@@ -450,9 +446,15 @@ def train(args: Args) -> dict:
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
                     loss, pg_loss, v_loss, entropy_loss, ratio = ppo_loss(
-                        agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb],
-                        b_values[mb], b_returns[mb], args,
-                    )  # fmt: skip
+                        agent,
+                        b_obs[mb],
+                        b_actions[mb],
+                        b_logprobs[mb],
+                        b_advantages[mb],
+                        b_values[mb],
+                        b_returns[mb],
+                        args,
+                    )
                     ratios.append(ratio.detach())
                     optimizer.zero_grad()
                     loss.backward()
@@ -463,8 +465,7 @@ def train(args: Args) -> dict:
                     break
 
             losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
-                       b_advantages)  # fmt: skip
+            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns, b_advantages)
             if log.checkpoint_due(global_step, iteration == num_iterations):
                 save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
 
@@ -533,8 +534,17 @@ class ConfigError(Exception):
 
 def validate(args: Args) -> None:
     """Refuse, in one line, the settings that cannot mean anything."""
-    for name in ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "clip_coef", "max_grad_norm", "hidden_size", "torch_threads"]:  # fmt: skip
+    for name in [
+        "total_timesteps",
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "clip_coef",
+        "max_grad_norm",
+        "hidden_size",
+        "torch_threads",
+    ]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
@@ -546,20 +556,15 @@ def validate(args: Args) -> None:
     if args.target_kl is not None and not args.target_kl > 0:
         raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
     if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
-        raise ConfigError(
-            f"--lr-schedule-steps must be 0 or at least --total-timesteps, "
-            f"got {args.lr_schedule_steps}"
-        )
+        raise ConfigError(f"--lr-schedule-steps must be 0 or at least --total-timesteps, got {args.lr_schedule_steps}")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into "
-            f"{args.num_minibatches} minibatches"
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
         )
     if args.total_timesteps < batch_size:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch "
-            f"(num_envs * num_steps = {batch_size})"
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
         )
 
 
@@ -578,13 +583,9 @@ def check_env(env_id: str) -> None:
     action_space, observation_space = env.action_space, env.observation_space
     env.close()
     if isinstance(action_space, gym.spaces.Box):
-        raise ConfigError(
-            f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py"
-        )
+        raise ConfigError(f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
-        raise ConfigError(
-            f"{env_id} has action space {action_space}; this script needs Discrete(n)"
-        )
+        raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n)")
     part = unflattenable_part(observation_space)
     if part is not None:
         raise ConfigError(
@@ -667,9 +668,7 @@ def args_to_run(args: Args) -> tuple:
         required = ("model", "optimizer", "args", "global_step", "iteration")
         checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = (
-            args.resume, args.cuda, args.progress, args.track
-        )  # fmt: skip
+        saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
     validate(args)
     check_env(args.env_id)
@@ -735,9 +734,7 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     else:
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
-        run_dir = os.path.join(
-            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
-        )
+        run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
     print(f"device: {device}, run: {run_dir}")
     if args.track:
@@ -852,8 +849,16 @@ def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
     eval_returns = []
     if args.eval_episodes > 0:
         video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(agent, args.env_id, args.eval_episodes, first_eval_seed(args), device,
-                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            first_eval_seed(args),
+            device,
+            args.capture_video,
+            video_dir,
+            args.progress,
+        )
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
         print_eval(eval_returns, "greedy episodes")
@@ -936,9 +941,14 @@ def main() -> None:
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
-                cli_args.cuda, cli_args.capture_video, cli_args.progress,
-            )  # fmt: skip
+                cli_args.eval_only,
+                None,
+                cli_args.eval_episodes,
+                cli_args.eval_seed,
+                cli_args.cuda,
+                cli_args.capture_video,
+                cli_args.progress,
+            )
             print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)

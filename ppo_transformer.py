@@ -205,10 +205,7 @@ def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_ve
 
 def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
     envs = gym.vector.SyncVectorEnv(
-        [
-            make_env(args.env_id, i, args.capture_video, video_dir, args.mask_velocity)
-            for i in range(args.num_envs)
-        ],
+        [make_env(args.env_id, i, args.capture_video, video_dir, args.mask_velocity) for i in range(args.num_envs)],
         # SAME_STEP: a finished env resets inside the step that ended it, so every returned
         # observation is one the agent acts on, and the real last one is in infos["final_obs"].
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
@@ -306,9 +303,7 @@ def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context
     num_steps = history.shape[0] - context_len + 1
     windows = history.unfold(0, context_len, 1).transpose(-1, -2)  # [T, N, K, D]
     device = history.device
-    rows = torch.arange(num_steps, device=device)[:, None] + torch.arange(
-        context_len, device=device
-    )
+    rows = torch.arange(num_steps, device=device)[:, None] + torch.arange(context_len, device=device)
     masks = rows[:, None, :] >= episode_starts[:, :, None]
     return windows, masks
 
@@ -473,13 +468,9 @@ class WindowEncoder(nn.Module):
         # these, "attend to the episode's first observation" is one learned query, not a search
         # for the oldest slot among positions that differ at every step.
         self.position_from_start = (
-            nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
-            if args.position_from_start
-            else None
+            nn.Parameter(torch.randn(args.context_len, dim) * 0.02) if args.position_from_start else None
         )
-        self.blocks = nn.ModuleList(
-            Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers)
-        )
+        self.blocks = nn.ModuleList(Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers))
         self.norm = nn.LayerNorm(dim)  # pre-norm blocks leave their output unnormalized
 
     def forward(self, windows: torch.Tensor, masks: torch.Tensor) -> tuple:
@@ -534,9 +525,7 @@ class Agent(nn.Module):
             masks = torch.ones(windows.shape[:2], dtype=torch.bool, device=windows.device)
         return (windows if self.obs_rms is None else self.obs_rms(windows)), masks
 
-    def encode(
-        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None, critic: bool = False
-    ) -> tuple:
+    def encode(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None, critic: bool = False) -> tuple:
         """The features of the current step [B, dim] and the last block's attention weights of
         the current step [B, heads, L], for the policy or (critic=True) the value; windows and
         masks as in `inputs`."""
@@ -544,14 +533,10 @@ class Agent(nn.Module):
             return self.critic_encoder(*self.inputs(windows, masks))
         return self.encoder(*self.inputs(windows, masks))
 
-    def get_value(
-        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def get_value(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.critic(self.encode(windows, masks, critic=True)[0]).squeeze(-1)
 
-    def sample_action(
-        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def sample_action(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
         Same distribution as Categorical(logits).sample(), without building a distribution
         object at every environment step."""
@@ -559,9 +544,7 @@ class Agent(nn.Module):
         gumbel = -torch.empty_like(logits).exponential_().log()
         return torch.argmax(logits + gumbel, dim=-1)
 
-    def greedy_action(
-        self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def greedy_action(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         return torch.argmax(self.actor(self.encode(windows, masks)[0]), dim=-1)
 
     def evaluate_actions(self, windows: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor):
@@ -581,9 +564,7 @@ class Agent(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # The loss of one minibatch, on the network above
 # ---------------------------------------------------------------------------------------------
-def ppo_loss(
-    agent, windows, masks, actions, old_logprobs, advantages, old_values, returns, args
-) -> tuple:
+def ppo_loss(agent, windows, masks, actions, old_logprobs, advantages, old_values, returns, args) -> tuple:
     """The PPO objective of one minibatch as a loss to minimize,
         L = L_clip - ent_coef * entropy + vf_coef * L_value,
     its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
@@ -708,9 +689,7 @@ def train(args: Args) -> dict:
                 b_windows = windows.reshape(-1, context_len, obs_dim).contiguous()
                 b_masks = masks.reshape(-1, context_len)
                 b_actions = actions.reshape(-1)
-                b_logprobs, _, b_values, b_attention = agent.evaluate_actions(
-                    b_windows, b_masks, b_actions
-                )
+                b_logprobs, _, b_values, b_attention = agent.evaluate_actions(b_windows, b_masks, b_actions)
                 values = b_values.reshape(args.num_steps, args.num_envs)
                 if truncated_obs:
                     # Added after the scaling above: V estimates the return of scaled rewards, so
@@ -726,12 +705,9 @@ def train(args: Args) -> dict:
                 last_steps = torch.full((args.num_envs,), args.num_steps - 1, device=device)
                 every_env = torch.arange(args.num_envs, device=device)
                 next_value = agent.get_value(
-                    *following_windows(obs, last_steps, every_env, next_obs, episode_start,
-                                       context_len)
-                )  # fmt: skip
-                advantages = compute_gae(
-                    rewards, values, dones, next_value, args.gamma, args.gae_lambda
+                    *following_windows(obs, last_steps, every_env, next_obs, episode_start, context_len)
                 )
+                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
                 returns = advantages + values
 
                 # The last K - 1 rows are carried over as the next rollout's first ones.
@@ -748,9 +724,16 @@ def train(args: Args) -> dict:
                 for start in range(0, batch_size, minibatch_size):
                     mb = permutation[start : start + minibatch_size]
                     loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
-                        agent, b_windows[mb], b_masks[mb], b_actions[mb], b_logprobs[mb],
-                        b_advantages[mb], b_values[mb], b_returns[mb], args,
-                    )  # fmt: skip
+                        agent,
+                        b_windows[mb],
+                        b_masks[mb],
+                        b_actions[mb],
+                        b_logprobs[mb],
+                        b_advantages[mb],
+                        b_values[mb],
+                        b_returns[mb],
+                        args,
+                    )
                     ratios.append(ratio.detach())
                     optimizer.zero_grad()
                     loss.backward()
@@ -768,8 +751,17 @@ def train(args: Args) -> dict:
                 agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
 
             losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns,
-                       b_advantages, **attention_charts(b_attention))  # fmt: skip
+            log.update(
+                global_step,
+                optimizer,
+                losses,
+                ratios,
+                grad_norm,
+                b_values,
+                b_returns,
+                b_advantages,
+                **attention_charts(b_attention),
+            )
             if log.checkpoint_due(global_step, iteration == num_iterations):
                 save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
 
@@ -806,9 +798,7 @@ def play(
                 raw = torch.as_tensor(raw_obs, dtype=torch.float32, device=device)
                 episode_obs.append(raw.reshape(-1))
                 window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <=K, D]
-                raw_obs, reward, terminated, truncated, _ = env.step(
-                    int(agent.greedy_action(window))
-                )
+                raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(window)))
                 total += float(reward)
                 done = terminated or truncated
             returns.append(total)
@@ -854,9 +844,20 @@ class ConfigError(Exception):
 
 def validate(args: Args) -> None:
     """Refuse, in one line, the settings that cannot mean anything."""
-    for name in ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "clip_coef", "max_grad_norm", "context_len", "embed_dim", "num_layers",
-                 "num_heads", "torch_threads"]:  # fmt: skip
+    for name in [
+        "total_timesteps",
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "clip_coef",
+        "max_grad_norm",
+        "context_len",
+        "embed_dim",
+        "num_layers",
+        "num_heads",
+        "torch_threads",
+    ]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
@@ -868,27 +869,20 @@ def validate(args: Args) -> None:
     if args.target_kl is not None and not args.target_kl > 0:
         raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
     if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
-        raise ConfigError(
-            f"--lr-schedule-steps must be 0 or at least --total-timesteps, "
-            f"got {args.lr_schedule_steps}"
-        )
+        raise ConfigError(f"--lr-schedule-steps must be 0 or at least --total-timesteps, got {args.lr_schedule_steps}")
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into "
-            f"{args.num_minibatches} minibatches"
+            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
         )
     if args.total_timesteps < batch_size:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch "
-            f"(num_envs * num_steps = {batch_size})"
+            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
         )
     if args.embed_dim % args.num_heads != 0:
-        raise ConfigError(
-            f"--embed-dim {args.embed_dim} does not divide into {args.num_heads} attention heads"
-        )
+        raise ConfigError(f"--embed-dim {args.embed_dim} does not divide into {args.num_heads} attention heads")
 
 
 def flag(name: str) -> str:
@@ -899,9 +893,7 @@ def check_env(env_id: str, mask_velocity: bool = False) -> None:
     """Build the environment once and refuse, in one line, what this script cannot train."""
     if mask_velocity and env_id not in VELOCITY_COMPONENTS:
         known = ", ".join(VELOCITY_COMPONENTS)
-        raise ConfigError(
-            f"--mask-velocity knows the velocity components of {known} only, not of {env_id}"
-        )
+        raise ConfigError(f"--mask-velocity knows the velocity components of {known} only, not of {env_id}")
     try:
         env = gym.make(env_id)
     except gym.error.DependencyNotInstalled as e:
@@ -911,13 +903,9 @@ def check_env(env_id: str, mask_velocity: bool = False) -> None:
     action_space, observation_space = env.action_space, env.observation_space
     env.close()
     if isinstance(action_space, gym.spaces.Box):
-        raise ConfigError(
-            f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py"
-        )
+        raise ConfigError(f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
-        raise ConfigError(
-            f"{env_id} has action space {action_space}; this script needs Discrete(n)"
-        )
+        raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n)")
     part = unflattenable_part(observation_space)
     if part is not None:
         raise ConfigError(
@@ -1021,9 +1009,7 @@ def args_to_run(args: Args) -> tuple:
         required = ("model", "optimizer", "args", "global_step", "iteration")
         checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = (
-            args.resume, args.cuda, args.progress, args.track
-        )  # fmt: skip
+        saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
     validate(args)
     check_env(args.env_id, args.mask_velocity)
@@ -1089,9 +1075,7 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     else:
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
-        run_dir = os.path.join(
-            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
-        )
+        run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
     print(f"device: {device}, run: {run_dir}")
     if args.track:
@@ -1215,9 +1199,17 @@ def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
     eval_returns = []
     if args.eval_episodes > 0:
         video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(agent, args.env_id, args.eval_episodes, first_eval_seed(args), device,
-                            args.capture_video, video_dir, args.progress,
-                            args.mask_velocity)  # fmt: skip
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            first_eval_seed(args),
+            device,
+            args.capture_video,
+            video_dir,
+            args.progress,
+            args.mask_velocity,
+        )
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
         print_eval(eval_returns, "greedy episodes")
@@ -1300,9 +1292,14 @@ def main() -> None:
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
-                cli_args.cuda, cli_args.capture_video, cli_args.progress,
-            )  # fmt: skip
+                cli_args.eval_only,
+                None,
+                cli_args.eval_episodes,
+                cli_args.eval_seed,
+                cli_args.cuda,
+                cli_args.capture_video,
+                cli_args.progress,
+            )
             print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)

@@ -186,9 +186,7 @@ def soft_q_target(
 
 
 @torch.no_grad()
-def polyak_update(
-    params: Iterable[torch.Tensor], target_params: Iterable[torch.Tensor], tau: float
-) -> None:
+def polyak_update(params: Iterable[torch.Tensor], target_params: Iterable[torch.Tensor], tau: float) -> None:
     """In place: target <- (1 - tau) * target + tau * online, parameter by parameter."""
     for param, target_param in zip(params, target_params, strict=True):
         target_param.lerp_(param, tau)
@@ -237,10 +235,7 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict) -> None:
         n = state["size"]
         if n > self.capacity:
-            raise ConfigError(
-                f"the checkpoint's buffer holds {n} transitions, more than --buffer-size "
-                f"{self.capacity}"
-            )
+            raise ConfigError(f"the checkpoint's buffer holds {n} transitions, more than --buffer-size {self.capacity}")
         for k in ("obs", "next_obs", "actions", "rewards", "terminations"):
             getattr(self, k)[:n] = state[k].numpy()
         self.pos, self.size = state["pos"], n
@@ -257,9 +252,7 @@ class Actor(nn.Module):
     where scale and bias map [-1, 1] onto the env's action bounds (buffers, saved with the
     weights)."""
 
-    def __init__(
-        self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden_size: int
-    ):
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden_size: int):
         super().__init__()
         act_dim = len(action_low)
         self.trunk = nn.Sequential(
@@ -381,12 +374,17 @@ def train(args: Args) -> dict:
 
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
     # What checkpoint.pt holds besides log_alpha, the buffer and the random states, by name.
-    parts = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-             "qf2_target": qf2_target, "actor_optimizer": actor_optimizer,
-             "q_optimizer": q_optimizer, "alpha_optimizer": alpha_optimizer}  # fmt: skip
-    global_step, start_iteration, num_updates = restore(
-        args, checkpoint, parts, log_alpha, buffer, rng, device
-    )
+    parts = {
+        "actor": actor,
+        "qf1": qf1,
+        "qf2": qf2,
+        "qf1_target": qf1_target,
+        "qf2_target": qf2_target,
+        "actor_optimizer": actor_optimizer,
+        "q_optimizer": q_optimizer,
+        "alpha_optimizer": alpha_optimizer,
+    }
+    global_step, start_iteration, num_updates = restore(args, checkpoint, parts, log_alpha, buffer, rng, device)
     alpha = log_alpha.detach().exp() if args.autotune else torch.tensor(args.alpha, device=device)
     # Updates start after learning_starts steps; a resumed run whose buffer was not saved first
     # refills it with learning_starts steps (of the current policy, when past the random phase).
@@ -455,9 +453,7 @@ def train(args: Args) -> dict:
                         if args.autotune:
                             # Raises alpha when the entropy -log pi is below the target,
                             # lowers it above.
-                            alpha_loss = (
-                                -log_alpha.exp() * (log_pi.detach() + target_entropy)
-                            ).mean()
+                            alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
                             alpha_optimizer.zero_grad()
                             alpha_loss.backward()
                             alpha_optimizer.step()
@@ -472,18 +468,25 @@ def train(args: Args) -> dict:
 
                 # Diagnostics every 100 updates; qf_loss: the mean of the two, as CleanRL logs it.
                 if log.update_due(num_updates):
-                    losses = {"qf1_values": qf1_values.mean(), "qf2_values": qf2_values.mean(),
-                              "qf1_loss": qf1_loss, "qf2_loss": qf2_loss, "qf_loss": qf_loss / 2.0,
-                              "actor_loss": actor_loss, "entropy": -log_pi.mean(),
-                              "alpha": alpha}  # fmt: skip
+                    losses = {
+                        "qf1_values": qf1_values.mean(),
+                        "qf2_values": qf2_values.mean(),
+                        "qf1_loss": qf1_loss,
+                        "qf2_loss": qf2_loss,
+                        "qf_loss": qf_loss / 2.0,
+                        "actor_loss": actor_loss,
+                        "entropy": -log_pi.mean(),
+                        "alpha": alpha,
+                    }
                     if args.autotune:
                         losses["alpha_loss"] = alpha_loss
                     log.update(global_step, num_updates, losses)
 
             log.speed(global_step, iteration, iteration == num_iterations)
             if log.checkpoint_due(global_step, iteration == num_iterations):
-                save_checkpoint(run_dir, args, parts, log_alpha, buffer, rng, global_step,
-                                iteration, num_updates, device)  # fmt: skip
+                save_checkpoint(
+                    run_dir, args, parts, log_alpha, buffer, rng, global_step, iteration, num_updates, device
+                )
 
     envs.close()
     return finish_run(args, actor, run_dir, writer, log, global_step, num_updates, device)
@@ -550,8 +553,16 @@ class ConfigError(Exception):
 
 def validate(args: Args) -> None:
     """Refuse, in one line, the settings that cannot mean anything."""
-    for name in ["total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_frequency",
-                 "target_network_frequency", "hidden_size", "torch_threads"]:  # fmt: skip
+    for name in [
+        "total_timesteps",
+        "num_envs",
+        "buffer_size",
+        "batch_size",
+        "policy_frequency",
+        "target_network_frequency",
+        "hidden_size",
+        "torch_threads",
+    ]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["policy_lr", "q_lr", "alpha", "eval_episodes", "checkpoint_every"]:
@@ -562,13 +573,10 @@ def validate(args: Args) -> None:
     if not 0 < args.tau <= 1:
         raise ConfigError(f"--tau must be more than 0 and at most 1, got {args.tau}")
     if args.buffer_size < args.num_envs:
-        raise ConfigError(
-            f"--buffer-size {args.buffer_size} cannot hold one step of {args.num_envs} envs"
-        )
+        raise ConfigError(f"--buffer-size {args.buffer_size} cannot hold one step of {args.num_envs} envs")
     if args.total_timesteps < args.num_envs:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one step of all envs "
-            f"(num_envs = {args.num_envs})"
+            f"--total-timesteps {args.total_timesteps} is less than one step of all envs (num_envs = {args.num_envs})"
         )
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
@@ -596,14 +604,9 @@ def check_env(env_id: str) -> None:
     if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         raise ConfigError(f"{env_id} has a discrete action space; use ppo_discrete.py")
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ConfigError(
-            f"{env_id} has action space {action_space}; this script needs a Box of shape (n,)"
-        )
+        raise ConfigError(f"{env_id} has action space {action_space}; this script needs a Box of shape (n,)")
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise ConfigError(
-            f"{env_id} has unbounded actions {action_space}; SAC squashes actions into finite "
-            "bounds"
-        )
+        raise ConfigError(f"{env_id} has unbounded actions {action_space}; SAC squashes actions into finite bounds")
     part = unflattenable_part(observation_space)
     if part is not None:
         raise ConfigError(
@@ -701,8 +704,7 @@ def load_file(path: str, required_keys: tuple) -> dict:
 
 # The networks and optimizers a checkpoint.pt must hold; restore loads the temperature's
 # (log_alpha, alpha_optimizer) and the replay buffer too where the file has them.
-CHECKPOINT_PARTS = ("actor", "qf1", "qf2", "qf1_target", "qf2_target", "actor_optimizer",
-                    "q_optimizer")  # fmt: skip
+CHECKPOINT_PARTS = ("actor", "qf1", "qf2", "qf1_target", "qf2_target", "actor_optimizer", "q_optimizer")
 
 
 def args_to_run(args: Args) -> tuple:
@@ -713,9 +715,7 @@ def args_to_run(args: Args) -> tuple:
         required = (*CHECKPOINT_PARTS, "args", "global_step", "iteration", "num_updates")
         checkpoint = load_file(args.resume, required)
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = (
-            args.resume, args.cuda, args.progress, args.track
-        )  # fmt: skip
+        saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
     validate(args)
     check_env(args.env_id)
@@ -739,16 +739,11 @@ def restore(args, checkpoint, parts, log_alpha, buffer, rng, device) -> tuple:
     if device.type == "cuda" and "cuda_rng_state" in checkpoint:
         torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
     rng.bit_generator.state = checkpoint["numpy_rng_state"]
-    print(
-        f"resumed from {args.resume} at step {checkpoint['global_step']}, replay buffer of "
-        f"{buffer.size} transitions"
-    )
+    print(f"resumed from {args.resume} at step {checkpoint['global_step']}, replay buffer of {buffer.size} transitions")
     return checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["num_updates"]
 
 
-def save_checkpoint(
-    run_dir, args, parts, log_alpha, buffer, rng, global_step, iteration, num_updates, device
-) -> None:
+def save_checkpoint(run_dir, args, parts, log_alpha, buffer, rng, global_step, iteration, num_updates, device) -> None:
     """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped; the replay
     buffer only with --checkpoint-buffer (without it, a resumed run refills one)."""
     state = {
@@ -799,9 +794,7 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     else:
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
-        run_dir = os.path.join(
-            args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}"
-        )
+        run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
     print(f"device: {device}, run: {run_dir}")
     if args.track:
@@ -891,9 +884,7 @@ class TrainingLog:
         if iteration % 100 == 0 or last_iteration:
             sps = self.sps(global_step)
             self.writer.add_scalar("charts/SPS", sps, global_step)
-            self.progress.update(
-                self.task, completed=global_step, sps=sps, ret=self.recent_return()
-            )
+            self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
 
     def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
         every = self.args.checkpoint_every
@@ -916,8 +907,16 @@ def finish_run(args, actor, run_dir, writer, log, global_step, num_updates, devi
     eval_returns = []
     if args.eval_episodes > 0:
         video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(actor, args.env_id, args.eval_episodes, first_eval_seed(args), device,
-                            args.capture_video, video_dir, args.progress)  # fmt: skip
+        eval_returns = play(
+            actor,
+            args.env_id,
+            args.eval_episodes,
+            first_eval_seed(args),
+            device,
+            args.capture_video,
+            video_dir,
+            args.progress,
+        )
         for i, r in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", r, i)
         print_eval(eval_returns, "deterministic episodes")
@@ -1005,9 +1004,14 @@ def main() -> None:
     try:
         if cli_args.eval_only is not None:
             eval_returns = evaluate(
-                cli_args.eval_only, None, cli_args.eval_episodes, cli_args.eval_seed,
-                cli_args.cuda, cli_args.capture_video, cli_args.progress,
-            )  # fmt: skip
+                cli_args.eval_only,
+                None,
+                cli_args.eval_episodes,
+                cli_args.eval_seed,
+                cli_args.cuda,
+                cli_args.capture_video,
+                cli_args.progress,
+            )
             print_eval(eval_returns, f"episodes: {eval_returns}")
         else:
             train(cli_args)

@@ -70,9 +70,7 @@ def atari_step():
     obs = torch.randint(0, 256, (n, args.frame_stack, 84, 84), dtype=torch.uint8)
     actions, old_logprobs = torch.randint(0, 4, (n,)), torch.randn(n) - 1.4
     old_values, advantages, returns = torch.randn(n), torch.randn(n), torch.randn(n)
-    return ppo_loss_step(
-        atari, agent, args, obs, actions, old_logprobs, advantages, old_values, returns
-    )
+    return ppo_loss_step(atari, agent, args, obs, actions, old_logprobs, advantages, old_values, returns)
 
 
 def ppo_batch(n: int) -> tuple:
@@ -94,9 +92,17 @@ def transformer_step(separate_critic: bool = True):
     windows = windows.reshape(-1, context_len, 2).contiguous()  # as train() stores them
     actions, old_logprobs, advantages, old_values, returns = ppo_batch(steps * envs)
     return ppo_loss_step(
-        transformer, transformer.Agent(2, 2, args), args,
-        windows, masks.flatten(0, 1), actions, old_logprobs, advantages, old_values, returns,
-    )  # fmt: skip
+        transformer,
+        transformer.Agent(2, 2, args),
+        args,
+        windows,
+        masks.flatten(0, 1),
+        actions,
+        old_logprobs,
+        advantages,
+        old_values,
+        returns,
+    )
 
 
 def discrete_step():
@@ -108,9 +114,16 @@ def discrete_step():
     n = 256  # the transformer's 8 envs x 32 steps
     actions, old_logprobs, advantages, old_values, returns = ppo_batch(n)
     return ppo_loss_step(
-        discrete, discrete.Agent(2, 2, args), args,
-        torch.randn(n, 2), actions, old_logprobs, advantages, old_values, returns,
-    )  # fmt: skip
+        discrete,
+        discrete.Agent(2, 2, args),
+        args,
+        torch.randn(n, 2),
+        actions,
+        old_logprobs,
+        advantages,
+        old_values,
+        returns,
+    )
 
 
 def sac_step():
@@ -137,9 +150,7 @@ def sac_step():
         with torch.no_grad():
             next_a, next_logp = actor.get_action(next_obs)
             next_q1, next_q2 = qf1_t(next_obs, next_a), qf2_t(next_obs, next_a)
-            target = sac.soft_q_target(
-                rewards, terms, next_q1, next_q2, next_logp, alpha, args.gamma
-            )
+            target = sac.soft_q_target(rewards, terms, next_q1, next_q2, next_logp, alpha, args.gamma)
         qf_loss = F.mse_loss(qf1(obs, actions), target) + F.mse_loss(qf2(obs, actions), target)
         q_opt.zero_grad()
         qf_loss.backward()
@@ -175,9 +186,7 @@ class RecordHeavy(TorchDispatchMode):
         self.operations += 1
         name = func.overloadpacket.__name__
         if name in HEAVY:
-            spec = [
-                ("tensor", a.shape, a.dtype) if isinstance(a, torch.Tensor) else a for a in args
-            ]
+            spec = [("tensor", a.shape, a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
             self.calls.append((func, spec))
         return func(*args, **(kwargs or {}))
 
@@ -205,10 +214,7 @@ def measure(name: str, make_step) -> dict:
     alone = 0.0
     for (func, spec), count in Counter((f, repr(s)) for f, s in recorder.calls).items():
         spec = next(s for f, s in recorder.calls if f is func and repr(s) == spec)
-        args = [
-            torch.randn(a[1]).to(a[2]) if isinstance(a, tuple) and a and a[0] == "tensor" else a
-            for a in spec
-        ]
+        args = [torch.randn(a[1]).to(a[2]) if isinstance(a, tuple) and a and a[0] == "tensor" else a for a in spec]
         alone += count * seconds_per_call(lambda func=func, args=args: func(*args), 0.3)
     from torch.profiler import ProfilerActivity, profile
 

@@ -49,9 +49,7 @@ CLEANRL_SETTINGS = (
 ).split()
 # The transformer's former PPO settings, on both sides of its speed comparison (every epoch
 # runs: no KL limit).
-TRANSFORMER_SPEED_SETTINGS = (
-    "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20".split()
-)
+TRANSFORMER_SPEED_SETTINGS = "--num-envs 8 --num-steps 32 --num-minibatches 1 --update-epochs 20".split()
 # ppo_transformer.py's runs made before its value had a transformer of its own (commit 708ddbb):
 # one transformer shared by the policy and the value.
 SHARED_TRANSFORMER = ["--no-separate-critic"]
@@ -93,8 +91,7 @@ EXPERIMENTS = {
         "env_id": "Pendulum-v1",
         "steps": 200_000,
         "flags": (
-            "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3 "
-            "--init-log-std 0"
+            "--num-envs 4 --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3 --init-log-std 0"
         ).split(),
     },
     "halfcheetah": {
@@ -649,8 +646,14 @@ EXPERIMENTS["transformer-cartpole-kl"] = {
 
 # The same speed comparisons on a GPU, named <name>-gpu: the same runs with --cuda (the
 # baseline scripts take --cuda too).
-for _name in ["atari-speed", "cleanrl-atari-speed", "halfcheetah-speed",
-              "cleanrl-halfcheetah-speed", "sac-speed", "cleanrl-sac-speed"]:  # fmt: skip
+for _name in [
+    "atari-speed",
+    "cleanrl-atari-speed",
+    "halfcheetah-speed",
+    "cleanrl-halfcheetah-speed",
+    "sac-speed",
+    "cleanrl-sac-speed",
+]:
     EXPERIMENTS[f"{_name}-gpu"] = {
         **EXPERIMENTS[_name],
         "flags": [*EXPERIMENTS[_name]["flags"], "--cuda"],
@@ -675,8 +678,17 @@ def run_one(name: str, seed: int, baselines: dict) -> str:
             "--standalone",
             f"--nproc-per-node={exp['torchrun']}",
         ]
-    cmd = [*launcher, script, "--env-id", exp["env_id"], "--seed", str(seed),
-           "--total-timesteps", str(exp["steps"]), *exp["flags"]]  # fmt: skip
+    cmd = [
+        *launcher,
+        script,
+        "--env-id",
+        exp["env_id"],
+        "--seed",
+        str(seed),
+        "--total-timesteps",
+        str(exp["steps"]),
+        *exp["flags"],
+    ]
     if not exp.get("baseline"):
         cmd += ["--runs-dir", "runs", "--no-progress"]
     script_hash = hashlib.sha256(Path(script).read_bytes()).hexdigest()
@@ -718,12 +730,8 @@ def ran_on(script: str, cuda: bool) -> dict:
     commit = git("log", "-1", "--format=%h", "--", script)
     if commit and git("status", "--porcelain", "--", script):
         commit += "+changes"
-    probe = (
-        "import torch; print(torch.__version__); print(torch.cuda.get_device_name(0) if {} else '')"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe.format(cuda)], capture_output=True, text=True
-    ).stdout
+    probe = "import torch; print(torch.__version__); print(torch.cuda.get_device_name(0) if {} else '')"
+    out = subprocess.run([sys.executable, "-c", probe.format(cuda)], capture_output=True, text=True).stdout
     torch_version, gpu = ([*out.splitlines(), "", ""])[:2]
     cpu, flags = "", set()
     if os.path.exists("/proc/cpuinfo"):
@@ -733,13 +741,14 @@ def ran_on(script: str, cuda: bool) -> dict:
                 cpu = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
-    units = [
-        name
-        for name, flag in (("avx2", "avx2"), ("avx512", "avx512f"), ("amx", "amx_tile"))
-        if flag in flags
-    ]
-    return {"commit": commit, "torch": torch_version, "cpu": f"{cpu} ({os.cpu_count()} cores)",
-            "cpu_units": "+".join(units), "gpu": gpu}  # fmt: skip
+    units = [name for name, flag in (("avx2", "avx2"), ("avx512", "avx512f"), ("amx", "amx_tile")) if flag in flags]
+    return {
+        "commit": commit,
+        "torch": torch_version,
+        "cpu": f"{cpu} ({os.cpu_count()} cores)",
+        "cpu_units": "+".join(units),
+        "gpu": gpu,
+    }
 
 
 def latest_run(work: Path):
@@ -762,9 +771,21 @@ def read_scalars(run_dir: str) -> dict:
     return scalars
 
 
-SUMMARY_FIELDS = ["experiment", "env_id", "seed", "last_episode_step", "eval_return_mean",
-                  "last20_train_return", "sps", "commit", "torch", "cpu", "cpu_units", "gpu",
-                  "last100_train_return"]  # fmt: skip
+SUMMARY_FIELDS = [
+    "experiment",
+    "env_id",
+    "seed",
+    "last_episode_step",
+    "eval_return_mean",
+    "last20_train_return",
+    "sps",
+    "commit",
+    "torch",
+    "cpu",
+    "cpu_units",
+    "gpu",
+    "last100_train_return",
+]
 CURVE_FIELDS = ["experiment", "seed", "step", "mean_return"]
 
 
@@ -793,15 +814,20 @@ def collect(names: list, bins: int = 50) -> None:
             evals = [v for _, v in scalars.get("eval/episodic_return", [])]
             sps = scalars.get("charts/SPS", [])
             where = record.get("ran_on", {})
-            summary.append([
-                name, exp["env_id"], seed, int(steps.max()) if len(steps) else 0,
-                rounded(np.mean(evals)) if evals else "",
-                rounded(values[-20:].mean()) if len(values) else "",
-                int(sps[-1][1]) if sps else "",
-                *(where.get(key, "") for key in SUMMARY_FIELDS[7:12]),
-                # The statistic CleanRL and RL Zoo publish: the last 100 training episodes.
-                rounded(values[-100:].mean()) if len(values) else "",
-            ])  # fmt: skip
+            summary.append(
+                [
+                    name,
+                    exp["env_id"],
+                    seed,
+                    int(steps.max()) if len(steps) else 0,
+                    rounded(np.mean(evals)) if evals else "",
+                    rounded(values[-20:].mean()) if len(values) else "",
+                    int(sps[-1][1]) if sps else "",
+                    *(where.get(key, "") for key in SUMMARY_FIELDS[7:12]),
+                    # The statistic CleanRL and RL Zoo publish: the last 100 training episodes.
+                    rounded(values[-100:].mean()) if len(values) else "",
+                ]
+            )
     all_curves = merge_csv(RESULTS / "curves.csv", CURVE_FIELDS, curves)
     all_summary = merge_csv(RESULTS / "summary.csv", SUMMARY_FIELDS, summary)
     for name in names:
@@ -856,15 +882,11 @@ def plot(name: str, rows: list) -> None:
             np.nanmean(grid, 0),
             label=f"{prefix}mean of {len(by_seed)} seed{'s' * (len(by_seed) > 1)}",
         )
-        ax.fill_between(
-            steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label=f"{prefix}min to max"
-        )
+        ax.fill_between(steps, np.nanmin(grid, 0), np.nanmax(grid, 0), alpha=0.25, label=f"{prefix}min to max")
     # Published values of other projects at their budgets, one marker shape per source.
     for marker, (label, points) in zip("osD^v<>", EXPERIMENTS[name].get("published", [])):
         steps, values = zip(*points)
-        ax.plot(
-            steps, values, marker, color="black", markerfacecolor="none", markersize=8, label=label
-        )
+        ax.plot(steps, values, marker, color="black", markerfacecolor="none", markersize=8, label=label)
     ax.set_title(f"{name}: {EXPERIMENTS[name]['env_id']}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episodic return (training)")
@@ -898,19 +920,13 @@ def write_table(summary: list, names: list) -> None:
         for column in columns:
             values = [float(r[column]) for r in rows if r[column] != ""]
             digits = decimals(np.abs(values).max()) if values else 1
-            cells.append(
-                f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else ""
-            )
+            cells.append(f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else "")
         env_id = EXPERIMENTS[name]["env_id"] if name in EXPERIMENTS else ""
         steps = f"{EXPERIMENTS[name]['steps']:,}" if name in EXPERIMENTS else ""
         lines[name] = f"| {name} | {env_id} | {steps} | {len(rows)} | " + " | ".join(cells) + " |"
     print("\n".join(lines[name] for name in names if name in lines))
     head = "| experiment | env | steps | seeds |"
-    text = (
-        "Returns: mean ± std over seeds.\n\n"
-        + head
-        + " greedy eval | last 20 training episodes |\n"
-    )
+    text = "Returns: mean ± std over seeds.\n\n" + head + " greedy eval | last 20 training episodes |\n"
     text += "| --- | --- | --- | --- | --- | --- |\n"
     text += "".join(line + "\n" for name, line in lines.items() if "speed" not in name)
     text += "\nSpeed: steps per second, mean ± std over seeds.\n\n" + head + " steps/s |\n"
@@ -920,28 +936,22 @@ def write_table(summary: list, names: list) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", help="names from --list")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 for speed comparisons)")
     parser.add_argument(
-        "--jobs", type=int, default=2, help="processes at a time (1 for speed comparisons)"
+        "--baseline", action="append", default=[], metavar="NAME=PATH", help="script that a baseline experiment runs"
     )
-    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
-                        help="script that a baseline experiment runs")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
-    parser.add_argument(
-        "--collect-only", action="store_true", help="only read finished runs into results/"
-    )
+    parser.add_argument("--collect-only", action="store_true", help="only read finished runs into results/")
     args = parser.parse_args()
 
     if args.list or not args.experiments:
         for name, exp in EXPERIMENTS.items():
             what = "baseline script" if exp.get("baseline") else exp["script"]
             print(
-                f"{name:16s} {what} --env-id {exp['env_id']} --total-timesteps {exp['steps']} "
-                + " ".join(exp["flags"])
+                f"{name:16s} {what} --env-id {exp['env_id']} --total-timesteps {exp['steps']} " + " ".join(exp["flags"])
             )
         return
     unknown = [n for n in args.experiments if n not in EXPERIMENTS]

@@ -34,11 +34,14 @@ def main() -> None:
     print("| experiment | seeds | steps/s, whole run | steps/s from step 6000 on |")
     print("| --- | --- | --- | --- |")
     for name in sys.argv[1:]:
-        rows = [speeds(latest_run(seed)) for seed in sorted((RUNS / name).glob("seed*"))
-                if (seed / "done.json").exists()]  # fmt: skip
+        rows = [
+            speeds(latest_run(seed)) for seed in sorted((RUNS / name).glob("seed*")) if (seed / "done.json").exists()
+        ]
         whole, steady = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-        print(f"| {name} | {len(rows)} | {whole.mean():.1f} ± {whole.std():.1f} | "
-              f"{steady.mean():.1f} ± {steady.std():.1f} |")  # fmt: skip
+        print(
+            f"| {name} | {len(rows)} | {whole.mean():.1f} ± {whole.std():.1f} | "
+            f"{steady.mean():.1f} ± {steady.std():.1f} |"
+        )
 
 
 if __name__ == "__main__":

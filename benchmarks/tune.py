@@ -250,18 +250,25 @@ def run_trial(trial, study: dict, work: Path) -> float:
 
     settings = {**study["fixed"], **suggest(trial, study["space"])}
     trial.set_user_attr("flags", " ".join(to_flags(settings)))
-    base = [sys.executable, str(ROOT / study["script"]), "--env-id", study["env_id"],
-            "--total-timesteps", str(study["total_timesteps"]), "--runs-dir", "runs",
-            "--no-progress", *to_flags(settings)]  # fmt: skip
+    base = [
+        sys.executable,
+        str(ROOT / study["script"]),
+        "--env-id",
+        study["env_id"],
+        "--total-timesteps",
+        str(study["total_timesteps"]),
+        "--runs-dir",
+        "runs",
+        "--no-progress",
+        *to_flags(settings),
+    ]
     runs = []
     for seed in study["seeds"]:
         run_dir = work / f"trial{trial.number}" / f"seed{seed}"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         log = open(run_dir / "log.txt", "w")
-        process = subprocess.Popen(
-            [*base, "--seed", str(seed)], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen([*base, "--seed", str(seed)], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
         runs.append((run_dir, process, log))
     every, next_report = study["report_every"], study["report_every"]
 
@@ -340,8 +347,7 @@ def print_progress(optuna_study, trial, total: int, lock: threading.Lock) -> Non
         best = ""
         if any(t.state.name == "COMPLETE" for t in done):
             best = f", best {optuna_study.best_value:.2f} (trial {optuna_study.best_trial.number})"
-        print(f"trial {trial.number}: {value}; {len(done)}/{total} done, {pruned} pruned{best}",
-              flush=True)  # fmt: skip
+        print(f"trial {trial.number}: {value}; {len(done)}/{total} done, {pruned} pruned{best}", flush=True)
 
 
 def write_report(optuna_study, study: dict, out: Path) -> None:
@@ -356,9 +362,7 @@ def write_report(optuna_study, study: dict, out: Path) -> None:
             writer.writerow([t.number, t.state.name, value, last_step, t.user_attrs.get("flags")])
     completed = [t for t in trials if t.state.name == "COMPLETE"]
     pruned = sum(t.state.name == "PRUNED" for t in trials)
-    print(
-        f"{len(trials)} trials: {len(completed)} complete, {pruned} pruned; table: {out}-trials.csv"
-    )
+    print(f"{len(trials)} trials: {len(completed)} complete, {pruned} pruned; table: {out}-trials.csv")
     if not completed:
         return
     import matplotlib
@@ -367,8 +371,7 @@ def write_report(optuna_study, study: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as plots
 
-    for name, draw in (("history", plots.plot_optimization_history),
-                       ("importances", plots.plot_param_importances)):  # fmt: skip
+    for name, draw in (("history", plots.plot_optimization_history), ("importances", plots.plot_param_importances)):
         if name == "importances" and (len(completed) < 2 or len(study["space"]) < 2):
             continue
         try:
@@ -381,16 +384,21 @@ def write_report(optuna_study, study: dict, out: Path) -> None:
         axes.figure.savefig(f"{out}-{name}.png", dpi=100)
         plt.close(axes.figure)
     best = optuna_study.best_trial
-    command = ["python", study["script"], "--env-id", study["env_id"], "--total-timesteps",
-               str(study["total_timesteps"]), best.user_attrs.get("flags", "")]  # fmt: skip
+    command = [
+        "python",
+        study["script"],
+        "--env-id",
+        study["env_id"],
+        "--total-timesteps",
+        str(study["total_timesteps"]),
+        best.user_attrs.get("flags", ""),
+    ]
     print(f"best: trial {best.number}, value {best.value:.2f}")
     print("best command: " + " ".join(part for part in command if part))
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", help="the study file (YAML)")
     parser.add_argument("--jobs", type=int, default=1, help="trials side by side on this machine")
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite next to the file)")

@@ -35,9 +35,7 @@ def test_compiled_training_computes_what_the_eager_one_does(sut, tmp_path):
         compiled = sut.module.train(sut.args(tmp_path / "compiled", eval_episodes=0, compile=True))
     # The update's losses and the acting pass were compiled: at least two graphs.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2
-    weights = [
-        tensors_of(torch.load(r["model_path"], weights_only=True)) for r in (eager, compiled)
-    ]
+    weights = [tensors_of(torch.load(r["model_path"], weights_only=True)) for r in (eager, compiled)]
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-4, atol=1e-5)
@@ -45,9 +43,7 @@ def test_compiled_training_computes_what_the_eager_one_does(sut, tmp_path):
     losses = [tag for tag in logged[0] if tag.startswith("losses/")]
     assert losses and all(tag in logged[1] for tag in losses)
     for tag in losses:
-        assert [v for _, v in logged[1][tag]] == pytest.approx(
-            [v for _, v in logged[0][tag]], rel=1e-3, abs=1e-5
-        ), tag
+        assert [v for _, v in logged[1][tag]] == pytest.approx([v for _, v in logged[0][tag]], rel=1e-3, abs=1e-5), tag
 
 
 @pytest.mark.parametrize("overrides", [dict(cudagraphs=True), dict(cudagraphs=True, compile=True)])
@@ -63,13 +59,15 @@ def test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume(sut, tmp_p
     # cannot match number for number, but every mode must train to finite weights of the eager
     # run's scale, and a checkpoint of a graphed run must resume.
     runs = {}
-    for mode, flags in [("eager", {}), ("compiled", dict(compile=True)),
-                        ("graphed", dict(compile=True, cudagraphs=True))]:  # fmt: skip
+    for mode, flags in [
+        ("eager", {}),
+        ("compiled", dict(compile=True)),
+        ("graphed", dict(compile=True, cudagraphs=True)),
+    ]:
         args = sut.args(tmp_path / mode, cuda=True, eval_episodes=0, **flags)
         args.checkpoint_every = args.total_timesteps
         runs[mode] = sut.module.train(args)
-    weights = {m: tensors_of(torch.load(r["model_path"], weights_only=True)) for m, r in
-               runs.items()}  # fmt: skip
+    weights = {m: tensors_of(torch.load(r["model_path"], weights_only=True)) for m, r in runs.items()}
     for mode in ("compiled", "graphed"):
         for name, w in weights[mode].items():
             assert torch.isfinite(w.float()).all(), (mode, name)

@@ -69,18 +69,11 @@ def assert_scalars_match_recording(name: str, run_dir, skip: tuple = ()) -> None
         RECORD_SCALARS=1 python -m pytest -k recorded
     Equal up to float rounding, since CPUs of one kind may round differently; a change of the
     computation moves them by far more."""
-    scalars = {
-        tag: v
-        for tag, v in read_scalars(str(run_dir)).items()
-        if tag not in TIMING_TAGS + tuple(skip)
-    }
+    scalars = {tag: v for tag, v in read_scalars(str(run_dir)).items() if tag not in TIMING_TAGS + tuple(skip)}
     path = ROOT / "tests" / "recorded" / f"{name}.json"
     if os.environ.get("RECORD_SCALARS") == "1":
         path.parent.mkdir(exist_ok=True)
-        lines = [
-            f"  {json.dumps(tag)}: {json.dumps([[s, v] for s, v in values])}"
-            for tag, values in scalars.items()
-        ]
+        lines = [f"  {json.dumps(tag)}: {json.dumps([[s, v] for s, v in values])}" for tag, values in scalars.items()]
         path.write_text("{\n" + ",\n".join(sorted(lines)) + "\n}\n")
         return
     recorded = json.loads(path.read_text())
@@ -189,9 +182,7 @@ def _register_test_envs():
         gym.register(f"test/DictObs{suffix}-v0", DictObsEnv, kwargs={"box": box})
         gym.register(f"test/SequenceObs{suffix}-v0", SequenceObsEnv, kwargs={"box": box})
     counter = {"box": True, "reward": 0.0, "observe_step": True}
-    gym.register(
-        "test/CounterTerminateBox-v0", ConstantRewardEnv, kwargs={**counter, "terminate": True}
-    )
+    gym.register("test/CounterTerminateBox-v0", ConstantRewardEnv, kwargs={**counter, "terminate": True})
     gym.register(
         "test/CounterTruncateBox-v0",
         ConstantRewardEnv,
@@ -204,8 +195,9 @@ _register_test_envs()
 
 
 # A PPO run of a few seconds: exactly 2 updates of 2 envs x 64 steps, 2 epochs of 2 minibatches.
-TWO_SMALL_UPDATES = dict(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2,
-                         update_epochs=2, eval_episodes=2)  # fmt: skip
+TWO_SMALL_UPDATES = dict(
+    total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_episodes=2
+)
 
 
 @dataclass

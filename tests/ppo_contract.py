@@ -84,29 +84,21 @@ def test_gae_batch_with_episode_ends_in_the_middle(sut):
     ],
 )
 def test_policy_loss_matches_clipping_table(sut, advantage, ratio, objective):
-    loss = sut.module.policy_loss(
-        torch.tensor([ratio]), torch.tensor([float(advantage)]), clip_coef=0.2
-    )
+    loss = sut.module.policy_loss(torch.tensor([ratio]), torch.tensor([float(advantage)]), clip_coef=0.2)
     assert loss.item() == pytest.approx(-objective)
 
 
 def test_policy_loss_is_the_mean_over_the_batch(sut):
     ratio = torch.tensor([0.5, 1.5, 1.5])
     advantages = torch.tensor([1.0, 1.0, -1.0])
-    assert sut.module.policy_loss(ratio, advantages, 0.2).item() == pytest.approx(
-        -(0.5 + 1.2 - 1.5) / 3
-    )
+    assert sut.module.policy_loss(ratio, advantages, 0.2).item() == pytest.approx(-(0.5 + 1.2 - 1.5) / 3)
 
 
 def test_value_loss_clipping_takes_the_worse_error(sut):
     new, old, target = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([3.0])
-    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=False).item() == pytest.approx(
-        0.5 * 1.0
-    )
+    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=False).item() == pytest.approx(0.5 * 1.0)
     # Clipped prediction 0.2 is 2.8 from the target: the clipped error is the larger one.
-    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=True).item() == pytest.approx(
-        0.5 * 2.8**2
-    )
+    assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * 2.8**2)
 
 
 def test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise(sut):
@@ -130,11 +122,20 @@ def test_running_mean_std_matches_numpy_over_chunks(sut):
 # ---------------------------------------------------------------------------------------------
 def learned_value(sut, tmp_path, end: str) -> float:
     args = sut.args(
-        tmp_path, env_id=f"test/Constant{end}{sut.test_env_suffix}-v0", total_timesteps=12_800,
-        num_envs=4, num_steps=32, num_minibatches=1, update_epochs=10, gamma=0.9, anneal_lr=False,
+        tmp_path,
+        env_id=f"test/Constant{end}{sut.test_env_suffix}-v0",
+        total_timesteps=12_800,
+        num_envs=4,
+        num_steps=32,
+        num_minibatches=1,
+        update_epochs=10,
+        gamma=0.9,
+        anneal_lr=False,
         eval_episodes=0,
-        max_grad_norm=10.0, norm_obs=False, norm_reward=False,
-    )  # fmt: skip
+        max_grad_norm=10.0,
+        norm_obs=False,
+        norm_reward=False,
+    )
     result = sut.module.train(args)
     agent, *_ = sut.module.load_agent(result["model_path"])
     return agent.get_value(torch.zeros(1, 1)).item()
@@ -155,14 +156,9 @@ def test_reward_scaling_restarts_the_return_at_every_episode_end(sut, tmp_path, 
     # Reward 1, episodes of 5 steps, gamma 0.9: each env's discounted return runs 1, 1.9, 2.71,
     # 3.439, 4.0951 and starts again, whether the episode terminated or hit its time limit.
     env_id = f"test/Constant{end}{sut.test_env_suffix}-v0"
-    result = sut.module.train(
-        sut.args(tmp_path, env_id=env_id, norm_reward=True, gamma=0.9, eval_episodes=0)
-    )
+    result = sut.module.train(sut.args(tmp_path, env_id=env_id, norm_reward=True, gamma=0.9, eval_episodes=0))
     saved = torch.load(result["model_path"], weights_only=True)["model"]
-    per_env = [
-        sum(0.9**k for k in range(t % 5 + 1))
-        for t in range(result["global_step"] // sut.tiny["num_envs"])
-    ]
+    per_env = [sum(0.9**k for k in range(t % 5 + 1)) for t in range(result["global_step"] // sut.tiny["num_envs"])]
     assert saved["return_rms.mean"].item() == pytest.approx(np.mean(per_env))
     assert saved["return_rms.var"].item() == pytest.approx(np.var(per_env))
     assert result["episodic_returns"][0] == 5.0  # logged returns stay raw
@@ -176,17 +172,26 @@ def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
     assert result["global_step"] == 2 * sut.batch
     assert os.path.dirname(result["model_path"]) == result["run_dir"]
     assert os.path.basename(result["run_dir"]).startswith(f"{sut.env_id}__{sut.name}__1__")
-    assert (
-        all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
-    )
+    assert all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
 
     scalars = read_scalars(result["run_dir"])
-    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/learning_rate",
-                "charts/SPS",
-                "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl",
-                "losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance",
-                "losses/grad_norm", "charts/advantage_mean", "charts/advantage_std",
-                "eval/episodic_return"]:  # fmt: skip
+    for tag in [
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/learning_rate",
+        "charts/SPS",
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/old_approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+        "losses/grad_norm",
+        "charts/advantage_mean",
+        "charts/advantage_std",
+        "eval/episodic_return",
+    ]:
         assert tag in scalars, tag
     logged = [v for _, v in scalars["charts/episodic_return"]]
     np.testing.assert_allclose(logged, result["episodic_returns"], rtol=1e-6)
@@ -229,10 +234,7 @@ def test_a_longer_schedule_stops_training_partway_down(sut, tmp_path):
 
 
 def test_same_seed_same_numbers(sut, tmp_path):
-    runs = [
-        sut.module.train(sut.args(tmp_path / name, seed=seed))
-        for name, seed in (("a", 3), ("b", 3), ("c", 4))
-    ]
+    runs = [sut.module.train(sut.args(tmp_path / name, seed=seed)) for name, seed in (("a", 3), ("b", 3), ("c", 4))]
     assert runs[0]["episodic_returns"] == runs[1]["episodic_returns"]
     weights = [torch.load(r["model_path"], weights_only=True)["model"] for r in runs]
     for name in weights[0]:
@@ -248,9 +250,7 @@ def test_dict_observations_are_flattened(sut, tmp_path):
 
 def test_an_observation_that_cannot_be_flattened_is_named(sut, tmp_path):
     env_id = f"test/SequenceObs{sut.test_env_suffix}-v0"
-    with pytest.raises(
-        sut.module.ConfigError, match=r"the observation part observation\['items'\] \(Sequence"
-    ):
+    with pytest.raises(sut.module.ConfigError, match=r"the observation part observation\['items'\] \(Sequence"):
         sut.module.train(sut.args(tmp_path, env_id=env_id))
 
 
@@ -259,9 +259,7 @@ def test_env_from_a_users_module(sut, tmp_path):
     env_id = f"conftest:test/DictObs{sut.test_env_suffix}-v0"
     result = sut.module.train(sut.args(tmp_path, env_id=env_id, eval_episodes=0))
     assert result["global_step"] == 2 * sut.batch
-    assert os.path.basename(result["run_dir"]).startswith(
-        f"conftest-test-DictObs{sut.test_env_suffix}-v0__"
-    )
+    assert os.path.basename(result["run_dir"]).startswith(f"conftest-test-DictObs{sut.test_env_suffix}-v0__")
 
 
 def test_capture_video_writes_videos(sut, tmp_path):
@@ -305,9 +303,7 @@ def test_resume_carries_on_where_the_checkpoint_left_off(sut, tmp_path, monkeypa
             original_save(obj, str(kept))
 
     monkeypatch.setattr(ppo, "save_atomic", save_and_keep)
-    args = sut.args(
-        tmp_path, total_timesteps=6 * batch, checkpoint_every=3 * batch, eval_episodes=0
-    )
+    args = sut.args(tmp_path, total_timesteps=6 * batch, checkpoint_every=3 * batch, eval_episodes=0)
     full = ppo.train(args)
     assert full["checkpoint_path"] and os.path.isfile(full["checkpoint_path"])
     mid = torch.load(kept, weights_only=True)
@@ -327,9 +323,7 @@ def test_resume_carries_on_where_the_checkpoint_left_off(sut, tmp_path, monkeypa
     assert lrs[-3:] == pytest.approx([args.learning_rate * (1 - k / 6) for k in (3, 4, 5)])
 
 
-def resume_twice_as_saved_and_once_changed(
-    sut, first: dict, tmp_path, rng: str, other_state, cuda: bool
-) -> list:
+def resume_twice_as_saved_and_once_changed(sut, first: dict, tmp_path, rng: str, other_state, cuda: bool) -> list:
     """From `first` run's checkpoint, with the budget doubled: resume twice as saved and once with
     checkpoint[rng] replaced by other_state. Returns the three resumed runs' results and weights."""
     checkpoint = torch.load(first["checkpoint_path"], weights_only=True)
@@ -344,22 +338,16 @@ def resume_twice_as_saved_and_once_changed(
     for path in paths:
         result = sut.module.train(sut.module.Args(resume=str(path), cuda=cuda, progress=False))
         saved = torch.load(result["checkpoint_path"], weights_only=True)
-        runs.append(
-            (result, saved["model"] if "model" in saved else saved["actor"])
-        )  # sac.py: "actor"
+        runs.append((result, saved["model"] if "model" in saved else saved["actor"]))  # sac.py: "actor"
     return runs
 
 
 def test_resume_restores_the_random_state(sut, tmp_path):
     first = sut.module.train(
-        sut.args(
-            tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0
-        )
+        sut.args(tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0)
     )
     other = torch.Generator().manual_seed(999).get_state()
-    runs = resume_twice_as_saved_and_once_changed(
-        sut, first, tmp_path, "torch_rng_state", other, cuda=False
-    )
+    runs = resume_twice_as_saved_and_once_changed(sut, first, tmp_path, "torch_rng_state", other, cuda=False)
     assert [result["global_step"] for result, _ in runs] == [2 * sut.batch] * 3
     weights = [w for _, w in runs]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
@@ -414,6 +402,10 @@ def test_interrupted_save_keeps_the_previous_file(sut, tmp_path, monkeypatch):
             "--lr-schedule-steps must be 0 or at least --total-timesteps",
         ),
         (dict(torch_threads=-1), "--torch-threads must be"),  # 0 means "all cores" in ppo_atari.py
+        (dict(seed=-1), "--seed must be between 0 and 2\\*\\*32 - 1, got -1"),
+        (dict(seed=2**32), "--seed must be between 0 and 2\\*\\*32 - 1"),
+        # /dev/null is no folder, even for root: the run's folder cannot be made under it.
+        (dict(runs_dir="/dev/null/runs"), "cannot create the run folder under /dev/null/runs"),
     ],
 )
 def test_bad_input_is_refused_clearly(sut, tmp_path, overrides, message):
@@ -428,22 +420,16 @@ def test_wrong_action_space_names_the_right_script(sut, tmp_path):
 
 def test_missing_env_dependency_says_what_to_install(sut, tmp_path, monkeypatch):
     def make_without_mujoco(env_id, **kwargs):
-        raise gym.error.DependencyNotInstalled(
-            'MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`'
-        )
+        raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
 
     monkeypatch.setattr(gym, "make", make_without_mujoco)
-    with pytest.raises(
-        sut.module.ConfigError, match="needs a package that is missing.*pip install"
-    ):
+    with pytest.raises(sut.module.ConfigError, match="needs a package that is missing.*pip install"):
         sut.module.train(sut.args(tmp_path, env_id="HalfCheetah-v4"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_a_gpu_is_refused(sut, tmp_path):
-    with pytest.raises(
-        sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"
-    ):
+    with pytest.raises(sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"):
         sut.module.train(sut.args(tmp_path, cuda=True))
 
 
@@ -457,10 +443,7 @@ def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut,
     first = sut.module.train(args)
     other = torch.Generator("cuda").manual_seed(999).get_state()
     weights = [
-        w
-        for _, w in resume_twice_as_saved_and_once_changed(
-            sut, first, tmp_path, "cuda_rng_state", other, cuda=True
-        )
+        w for _, w in resume_twice_as_saved_and_once_changed(sut, first, tmp_path, "cuda_rng_state", other, cuda=True)
     ]
 
     def largest_difference(a: dict, b: dict) -> float:
@@ -470,8 +453,15 @@ def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut,
     assert largest_difference(weights[0], weights[1]) < 1e-5
     assert largest_difference(weights[0], weights[2]) > 1e-4
 
-    proc = run_cli(f"{sut.name}.py", "--eval-only", first["model_path"], "--eval-episodes", "1",
-                   cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    proc = run_cli(
+        f"{sut.name}.py",
+        "--eval-only",
+        first["model_path"],
+        "--eval-episodes",
+        "1",
+        cwd=tmp_path,
+        env={"CUDA_VISIBLE_DEVICES": ""},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "over 1 episodes" in proc.stdout
 
@@ -488,7 +478,7 @@ def test_corrupt_or_foreign_files_are_refused(sut, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "case", ["unknown env", "corrupt model", "wrong action space", "out of range"]
+    "case", ["unknown env", "corrupt model", "wrong action space", "out of range", "no evaluation episodes"]
 )
 def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
     (in_tmp / "garbage.pt").write_bytes(b"not a checkpoint")
@@ -497,21 +487,21 @@ def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
         "out of range": (["--gae-lambda", "2"], "--gae-lambda must be between 0 and 1, got 2.0"),
         "corrupt model": (["--eval-only", "garbage.pt"], "cannot read garbage.pt"),
         "wrong action space": (["--env-id", sut.wrong_env_id], sut.wrong_env_message),
+        "no evaluation episodes": (
+            ["--eval-only", "garbage.pt", "--eval-episodes", "0"],
+            "--eval-episodes must be positive",
+        ),
     }[case]
     proc = run_cli(f"{sut.name}.py", *argv, "--no-progress", cwd=in_tmp)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert (
-        len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0]
-    ), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0], proc.stderr
 
 
 def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(sut, in_tmp):
     flags = [*cli_flags(sut.tiny), *sut.recorded_flags]
-    proc = run_cli(
-        f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp
-    )
+    proc = run_cli(f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp)
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout
     (model,) = (in_tmp / "runs").glob(f"{sut.env_id}__{sut.name}__1__*/model.pt")
@@ -562,9 +552,7 @@ def learning_score(sut, tmp_path) -> float:
         "save_model": False,
         **sut.learn,
     }
-    args = sut.module.Args(
-        **settings, runs_dir=str(tmp_path / "runs")
-    )  # the script's defaults, not `tiny`
+    args = sut.module.Args(**settings, runs_dir=str(tmp_path / "runs"))  # the script's defaults, not `tiny`
     return float(np.mean(sut.module.train(args)["eval_returns"]))
 
 
@@ -574,9 +562,7 @@ def test_learns(sut, tmp_path):
 
 def test_flipped_policy_gradient_does_not_learn(sut, tmp_path, monkeypatch):
     original = sut.module.policy_loss
-    monkeypatch.setattr(
-        sut.module, "policy_loss", lambda ratio, adv, clip: original(ratio, -adv, clip)
-    )
+    monkeypatch.setattr(sut.module, "policy_loss", lambda ratio, adv, clip: original(ratio, -adv, clip))
     assert learning_score(sut, tmp_path) < sut.broken_at_most
 
 

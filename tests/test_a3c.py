@@ -48,8 +48,9 @@ def sut():
 
 
 # A run of a few seconds: 2 workers, rollouts of 2 envs x 4 steps.
-TINY = dict(num_workers=2, num_envs=2, num_steps=4, total_timesteps=400, hidden_size=16,
-            eval_episodes=2, progress=False)  # fmt: skip
+TINY = dict(
+    num_workers=2, num_envs=2, num_steps=4, total_timesteps=400, hidden_size=16, eval_episodes=2, progress=False
+)
 ROLLOUT = TINY["num_envs"] * TINY["num_steps"]
 
 
@@ -110,9 +111,7 @@ def test_n_step_returns_match_hand_numbers():
         ([0.0, 0.0, 0.0], [12.52, 12.8, 12.0]),
         ([0.0, 1.0, 0.0], [2.8, 2.0, 12.0]),
     ]:
-        advantages = a3c.compute_gae(
-            rewards, values, torch.tensor(dones), torch.tensor(10.0), 0.9, 1.0
-        )
+        advantages = a3c.compute_gae(rewards, values, torch.tensor(dones), torch.tensor(10.0), 0.9, 1.0)
         torch.testing.assert_close(advantages + values, torch.tensor(expected))
 
 
@@ -120,19 +119,13 @@ def test_actor_critic_losses_match_hand_numbers():
     # -mean(log pi * A) = -mean(-0.5 * 2, -2 * 1) = 1.5; 0.5 * mean((1 - 2)^2, (3 - 0)^2) = 2.5.
     loss = a3c.policy_gradient_loss(torch.tensor([-0.5, -2.0]), torch.tensor([2.0, 1.0]))
     assert loss.item() == pytest.approx(1.5)
-    assert a3c.value_loss(
-        torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0])
-    ).item() == pytest.approx(2.5)
+    assert a3c.value_loss(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0])).item() == pytest.approx(2.5)
 
 
-@pytest.mark.parametrize(
-    "space", [gym.spaces.Discrete(3), gym.spaces.Box(-2.0, 2.0, (2,), np.float32)]
-)
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Box(-2.0, 2.0, (2,), np.float32)])
 def test_policy_heads_match_torch_distributions(space):
     torch.manual_seed(0)
-    agent = a3c.Agent(
-        obs_dim=3, action_space=space, args=a3c.Args(hidden_size=8, init_log_std=-0.5)
-    )
+    agent = a3c.Agent(obs_dim=3, action_space=space, args=a3c.Args(hidden_size=8, init_log_std=-0.5))
     obs = torch.randn(5, 3)
     actions = agent.sample_action(obs)
     log_prob, entropy, value = agent.evaluate_actions(obs, actions)
@@ -153,9 +146,7 @@ def test_policy_heads_match_torch_distributions(space):
 def test_box_actions_are_clipped_for_the_env_only():
     box = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
     np.testing.assert_array_equal(a3c.to_env_action(np.array([3.0, -0.5]), box), [2.0, -0.5])
-    np.testing.assert_array_equal(
-        a3c.to_env_action(np.array([1, 0]), gym.spaces.Discrete(2)), [1, 0]
-    )
+    np.testing.assert_array_equal(a3c.to_env_action(np.array([1, 0]), gym.spaces.Discrete(2)), [1, 0])
 
 
 def test_each_worker_gets_its_own_deterministic_seed():
@@ -193,9 +184,7 @@ def test_a_step_taken_in_one_process_is_seen_in_another():
         gradients.append([[torch.randn_like(p) for p in agent.parameters()] for _ in range(2)])
 
     step_with_gradients(shared, [g[0] for g in gradients])
-    process = mp.get_context("spawn").Process(
-        target=step_with_gradients, args=(shared, [g[1] for g in gradients])
-    )
+    process = mp.get_context("spawn").Process(target=step_with_gradients, args=(shared, [g[1] for g in gradients]))
     process.start()
     process.join(timeout=60)
     if process.is_alive():
@@ -219,10 +208,18 @@ def test_a_step_taken_in_one_process_is_seen_in_another():
 def learned_value(tmp_path, end: str) -> float:
     # The Box-action variants: this also runs the Gaussian head end to end.
     args = tiny_args(
-        tmp_path, env_id=f"test/Constant{end}Box-v0", num_workers=1, total_timesteps=6400,
-        num_envs=4, num_steps=8, gamma=0.9, learning_rate=3e-3, anneal_lr=False,
-        max_grad_norm=10.0, eval_episodes=0,
-    )  # fmt: skip
+        tmp_path,
+        env_id=f"test/Constant{end}Box-v0",
+        num_workers=1,
+        total_timesteps=6400,
+        num_envs=4,
+        num_steps=8,
+        gamma=0.9,
+        learning_rate=3e-3,
+        anneal_lr=False,
+        max_grad_norm=10.0,
+        eval_episodes=0,
+    )
     agent, *_ = a3c.load_agent(a3c.train(args)["model_path"])
     assert agent.actor_logstd.shape == (1,)
     return agent.get_value(torch.zeros(1, 1)).item()
@@ -247,9 +244,7 @@ def test_tiny_run_logs_saves_and_evaluates(tmp_path):
     assert result["global_step"] == 100 * ROLLOUT
     assert os.path.dirname(result["model_path"]) == result["run_dir"]
     assert os.path.basename(result["run_dir"]).startswith("CartPole-v1__a3c__1__")
-    assert (
-        all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
-    )
+    assert all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
 
     # The gradients of both workers reached the shared model: each did some of the updates, the
     # shared optimizer counted one step per rollout (lock-free: two increments at the same
@@ -262,10 +257,19 @@ def test_tiny_run_logs_saves_and_evaluates(tmp_path):
     assert all(not torch.equal(initial[name], checkpoint["model"][name]) for name in initial)
 
     scalars = read_scalars(result["run_dir"])
-    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/SPS",
-                "losses/value_loss", "losses/policy_loss", "losses/entropy",
-                "losses/explained_variance", "losses/grad_norm", "charts/advantage_mean",
-                "charts/advantage_std", "eval/episodic_return"]:  # fmt: skip
+    for tag in [
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/entropy",
+        "losses/explained_variance",
+        "losses/grad_norm",
+        "charts/advantage_mean",
+        "charts/advantage_std",
+        "eval/episodic_return",
+    ]:
         assert tag in scalars, tag
     # The main process logged every episode the workers reported, in the order it got them.
     logged = [v for _, v in scalars["charts/episodic_return"]]
@@ -280,12 +284,8 @@ def test_resume_carries_on_from_the_checkpoint(tmp_path, monkeypatch):
     # the worker runs, and a last one when it is done.
     written = []
     original_save = a3c.save_atomic
-    monkeypatch.setattr(
-        a3c, "save_atomic", lambda obj, path: (written.append(obj), original_save(obj, path))
-    )
-    args = tiny_args(
-        tmp_path, num_workers=1, total_timesteps=50 * ROLLOUT, checkpoint_every=5 * ROLLOUT
-    )
+    monkeypatch.setattr(a3c, "save_atomic", lambda obj, path: (written.append(obj), original_save(obj, path)))
+    args = tiny_args(tmp_path, num_workers=1, total_timesteps=50 * ROLLOUT, checkpoint_every=5 * ROLLOUT)
     first = a3c.train(args)
     steps = [obj["global_step"] for obj in written if "optimizer" in obj]
     assert len(steps) >= 3 and steps[0] < 50 * ROLLOUT and steps[-1] == 50 * ROLLOUT
@@ -296,15 +296,11 @@ def test_resume_carries_on_from_the_checkpoint(tmp_path, monkeypatch):
     checkpoint["args"]["total_timesteps"] = 80 * ROLLOUT
     extended = tmp_path / "extended.pt"
     torch.save(checkpoint, extended)
-    resumed = a3c.train(
-        a3c.Args(resume=str(extended), num_workers=1, progress=False, eval_episodes=0)
-    )
+    resumed = a3c.train(a3c.Args(resume=str(extended), num_workers=1, progress=False, eval_episodes=0))
     assert resumed["global_step"] == 80 * ROLLOUT and resumed["updates_per_worker"] == [30]
     assert resumed["run_dir"] == first["run_dir"]
     final = torch.load(resumed["checkpoint_path"], weights_only=True)
-    assert [s["step"].item() for s in final["optimizer"]["state"].values()] == [80.0] * len(
-        final["model"]
-    )
+    assert [s["step"].item() for s in final["optimizer"]["state"].values()] == [80.0] * len(final["model"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,9 +343,7 @@ def test_bad_input_is_refused_clearly(tmp_path, overrides, message):
 
 
 def test_an_observation_that_cannot_be_flattened_is_named(tmp_path):
-    with pytest.raises(
-        a3c.ConfigError, match=r"the observation part observation\['items'\] \(Sequence"
-    ):
+    with pytest.raises(a3c.ConfigError, match=r"the observation part observation\['items'\] \(Sequence"):
         a3c.train(tiny_args(tmp_path, env_id="test/SequenceObs-v0"))
 
 
@@ -365,15 +359,21 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
     proc = run_cli("a3c.py", *argv, "--no-progress", cwd=in_tmp, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("a3c.py: error:") and message in lines[0], (
-        proc.stderr
-    )
+    assert len(lines) == 1 and lines[0].startswith("a3c.py: error:") and message in lines[0], proc.stderr
 
 
 def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(in_tmp):
     flags = cli_flags(TINY)
-    proc = run_cli("a3c.py", *flags, "--num-workers=1", "--eval-episodes=1", "--log-every=1",
-                   "--no-progress", cwd=in_tmp, timeout=120)  # fmt: skip
+    proc = run_cli(
+        "a3c.py",
+        *flags,
+        "--num-workers=1",
+        "--eval-episodes=1",
+        "--log-every=1",
+        "--no-progress",
+        cwd=in_tmp,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "device: cpu" in proc.stdout and "training with 1 worker process\n" in proc.stdout
     (model,) = (in_tmp / "runs").glob("CartPole-v1__a3c__1__*/model.pt")
@@ -382,8 +382,7 @@ def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(in_tmp):
     assert_scalars_match_recording("a3c", model.parent, skip=("charts/learning_rate",))
     # --eval-only replays the games of the evaluation that ended the training, then the next
     # ones; a fresh process that reloads the model plays exactly the games this one plays.
-    proc = run_cli("a3c.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp,
-                   timeout=60)  # fmt: skip
+    proc = run_cli("a3c.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp, timeout=60)
     assert proc.returncode == 0, proc.stderr
     printed = ast.literal_eval(proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1])
     assert printed[0] == read_scalars(str(model.parent))["eval/episodic_return"][0][1]
@@ -394,8 +393,15 @@ def test_help_says_workers_are_cpu_processes(in_tmp):
     proc = run_cli("a3c.py", "--help", cwd=in_tmp, timeout=60)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.replace("│", " ").split())  # tyro wraps lines in a box
-    for words in ["--num-workers", "--num-steps", "--total-timesteps", "--resume", "--no-progress",
-                  "A3C's workers are CPU processes", "default: the number of cores"]:  # fmt: skip
+    for words in [
+        "--num-workers",
+        "--num-steps",
+        "--total-timesteps",
+        "--resume",
+        "--no-progress",
+        "A3C's workers are CPU processes",
+        "default: the number of cores",
+    ]:
         assert words in text, words
 
 
@@ -421,11 +427,14 @@ def start_cli(tmp_path, *argv, env=None) -> subprocess.Popen:
     python_path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "a3c.py"), "--no-progress", "--runs-dir",
-         str(tmp_path / "runs"), *argv],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(ROOT / "a3c.py"), "--no-progress", "--runs-dir", str(tmp_path / "runs"), *argv],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 60) -> None:
@@ -461,16 +470,20 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple:
 def test_a_worker_that_raises_stops_all_workers_with_its_error(tmp_path):
     # One worker's env raises; the other would run for a billion steps if nobody stopped it.
     flag = str(tmp_path / "failed")
-    proc = start_cli(tmp_path, "--env-id", "test_a3c:test/A3CFailing-v0", "--total-timesteps",
-                     "1000000000", "--num-workers", "2",
-                     env={"A3C_TEST_FAIL_FLAG": flag})  # fmt: skip
+    proc = start_cli(
+        tmp_path,
+        "--env-id",
+        "test_a3c:test/A3CFailing-v0",
+        "--total-timesteps",
+        "1000000000",
+        "--num-workers",
+        "2",
+        env={"A3C_TEST_FAIL_FLAG": flag},
+    )
     rc, _, stderr = finish(proc)
     assert rc == 1 and os.path.exists(flag)
     lines = stderr.strip().splitlines()
-    assert (
-        lines[-1].startswith("a3c.py: error: worker ")
-        and "RuntimeError: the test env fails on purpose" in lines[-1]
-    )
+    assert lines[-1].startswith("a3c.py: error: worker ") and "RuntimeError: the test env fails on purpose" in lines[-1]
     assert lines[-1].endswith("all workers stopped")
     assert "Traceback" in stderr and "in step" in stderr  # the worker's own traceback, above
 
@@ -488,9 +501,7 @@ def test_a_killed_worker_stops_the_run(tmp_path):
     proc = start_cli(tmp_path, "--total-timesteps", "1000000000", "--num-workers", "2")
     wait_for_line(proc, "training with 2 worker processes")
     workers = [
-        pid
-        for pid in live_processes_in_group(proc.pid)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        pid for pid in live_processes_in_group(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
@@ -518,8 +529,14 @@ def load_mutant(tmp_path, name: str, old: str, new: str):
 
 def learning_score(module, tmp_path) -> float:
     """Mean return of the last 20 training episodes (the stochastic policy) after 40k steps."""
-    args = module.Args(num_workers=2, total_timesteps=40_000, progress=False, eval_episodes=0,
-                       save_model=False, runs_dir=str(tmp_path / "runs"))  # fmt: skip
+    args = module.Args(
+        num_workers=2,
+        total_timesteps=40_000,
+        progress=False,
+        eval_episodes=0,
+        save_model=False,
+        runs_dir=str(tmp_path / "runs"),
+    )
     return float(np.mean(module.train(args)["episodic_returns"][-20:]))
 
 

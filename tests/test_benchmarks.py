@@ -44,11 +44,7 @@ def test_runner_runs_skips_reruns_and_collects(tmp_path, monkeypatch):
     bench.collect(["tiny"])
     with open(tmp_path / "results" / "summary.csv") as f:
         rows = {r["seed"]: r for r in csv.DictReader(f)}
-    assert (
-        set(rows) == {"1", "2"}
-        and rows["2"]["commit"] == "abc1234"
-        and rows["1"]["sps"] == row["sps"]
-    )
+    assert set(rows) == {"1", "2"} and rows["2"]["commit"] == "abc1234" and rows["1"]["sps"] == row["sps"]
     with open(tmp_path / "results" / "curves.csv") as f:
         assert {r["seed"] for r in csv.DictReader(f)} == {"1", "2"}
     assert "| tiny | CartPole-v1 | 256 | 2 |" in (tmp_path / "results" / "summary.md").read_text()

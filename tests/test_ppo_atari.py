@@ -95,9 +95,7 @@ def test_bf16_rounds_the_convolutions_only(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # The emulator's frames
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "env_id", ["BreakoutNoFrameskip-v4", "ALE/Breakout-v5", "Breakout", "breakout"]
-)
+@pytest.mark.parametrize("env_id", ["BreakoutNoFrameskip-v4", "ALE/Breakout-v5", "Breakout", "breakout"])
 def test_the_usual_ids_name_the_same_game(env_id):
     assert atari.check_env(env_id) == "breakout"
 
@@ -155,9 +153,7 @@ class SideGame(gym.vector.VectorEnv):
         self.num_envs = num_envs
         self.single_observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
         self.single_action_space = gym.spaces.Discrete(4)
-        self.observation_space = gym.vector.utils.batch_space(
-            self.single_observation_space, num_envs
-        )
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
@@ -203,9 +199,7 @@ def side_game_args(tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("life_loss_ends_bootstrap", [True, False])
-def test_a_lost_life_cuts_the_bootstrap_but_not_the_score(
-    side_game, tmp_path, monkeypatch, life_loss_ends_bootstrap
-):
+def test_a_lost_life_cuts_the_bootstrap_but_not_the_score(side_game, tmp_path, monkeypatch, life_loss_ends_bootstrap):
     seen = []
     original = atari.compute_gae
     monkeypatch.setattr(
@@ -214,9 +208,7 @@ def test_a_lost_life_cuts_the_bootstrap_but_not_the_score(
         lambda r, v, d, *a: seen.append((r.clone(), d.clone())) or original(r, v, d, *a),
     )
     result = atari.train(
-        side_game_args(
-            tmp_path, total_timesteps=512, life_loss_ends_bootstrap=life_loss_ends_bootstrap
-        )
+        side_game_args(tmp_path, total_timesteps=512, life_loss_ends_bootstrap=life_loss_ends_bootstrap)
     )
     rewards, dones = (torch.cat(x).flatten() for x in zip(*seen))
     # Trained on clipped rewards; an unrewarded step is a lost life in this game.
@@ -318,9 +310,7 @@ def torchrun(tmp_path, *flags: str, nproc: int = 2, wait: bool = True):
     ]
     command += [str(ROOT / "ppo_atari.py"), "--no-progress", *flags]
     if not wait:
-        return subprocess.Popen(
-            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
@@ -328,17 +318,13 @@ def test_two_processes_log_every_env_write_one_run_and_resume(tmp_path):
     # One env per rank, 256 steps each, games cut every 100 steps: 2 games per env.
     proc = torchrun(
         tmp_path,
-        *cli_flags(
-            {**SCRIPT.tiny, "total_timesteps": 512, "checkpoint_every": 512, "eval_episodes": 1}
-        ),
+        *cli_flags({**SCRIPT.tiny, "total_timesteps": 512, "checkpoint_every": 512, "eval_episodes": 1}),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("device: cpu") == 1 and "2 processes" in proc.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "model.pt").exists()
-    assert (
-        len(read_scalars(str(run_dir))["charts/episodic_return"]) == 4
-    )  # rank 0 alone would log 2
+    assert len(read_scalars(str(run_dir))["charts/episodic_return"]) == 4  # rank 0 alone would log 2
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert checkpoint["global_step"] == 512
 
@@ -354,9 +340,7 @@ def test_two_processes_log_every_env_write_one_run_and_resume(tmp_path):
 def test_each_process_needs_a_gpu_of_its_own(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(
-        atari.ConfigError, match="process 2 on this machine has no GPU of its own: torch sees 2"
-    ):
+    with pytest.raises(atari.ConfigError, match="process 2 on this machine has no GPU of its own: torch sees 2"):
         atari.select_device(True, 0, local_rank=2)
 
 
@@ -377,9 +361,7 @@ def test_torchrun_with_cuda_takes_one_gpu_per_process(tmp_path):
     assert "device: cuda:0" in proc.stdout
     proc = torchrun(tmp_path, "--cuda", *one_env_per_process(gpus + 1), nproc=gpus + 1)
     assert proc.returncode != 0
-    assert (
-        f"ppo_atari.py: error: process {gpus} on this machine has no GPU of its own" in proc.stderr
-    )
+    assert f"ppo_atari.py: error: process {gpus} on this machine has no GPU of its own" in proc.stderr
 
 
 def run_ranks(target, world_size: int, *args) -> None:
@@ -388,10 +370,7 @@ def run_ranks(target, world_size: int, *args) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = torch.multiprocessing.get_context("spawn")
-    processes = [
-        ctx.Process(target=target, args=(rank, world_size, port, *args))
-        for rank in range(world_size)
-    ]
+    processes = [ctx.Process(target=target, args=(rank, world_size, port, *args)) for rank in range(world_size)]
     for process in processes:
         process.start()
     for process in processes:
@@ -411,11 +390,7 @@ def record_parameters_after_every_step(rank, world_size, port, tmp_path):
 
     def step_and_record(self, *args, **kwargs):
         step(self, *args, **kwargs)
-        sums.append(
-            torch.cat(
-                [p.detach().reshape(-1) for group in self.param_groups for p in group["params"]]
-            )
-        )
+        sums.append(torch.cat([p.detach().reshape(-1) for group in self.param_groups for p in group["params"]]))
 
     torch.optim.Adam.step = step_and_record
     atari.train(SCRIPT.args(tmp_path / f"rank{rank}", eval_episodes=0, save_model=False))
@@ -441,10 +416,7 @@ def fixed_batch_gradient(rank: int, world_size: int) -> torch.Tensor:
     advantages, old_logprobs = torch.randn(8), torch.randn(8) - 1.5
     share = slice(rank * 8 // world_size, (rank + 1) * 8 // world_size)
     logprob, _, value = agent.evaluate_actions(obs[share], actions[share])
-    loss = (
-        atari.policy_loss((logprob - old_logprobs[share]).exp(), advantages[share], 0.1)
-        + value.pow(2).mean()
-    )
+    loss = atari.policy_loss((logprob - old_logprobs[share]).exp(), advantages[share], 0.1) + value.pow(2).mean()
     loss.backward()
     if world_size > 1:
         atari.average_gradients(agent, world_size)
@@ -460,23 +432,15 @@ def test_two_ranks_average_to_the_gradient_of_the_whole_batch(tmp_path):
     run_ranks(save_fixed_batch_gradient, 2, tmp_path)
     whole = fixed_batch_gradient(0, 1)
     for rank in (0, 1):
-        torch.testing.assert_close(
-            torch.load(tmp_path / f"grad{rank}.pt"), whole, rtol=1e-4, atol=1e-6
-        )
+        torch.testing.assert_close(torch.load(tmp_path / f"grad{rank}.pt"), whole, rtol=1e-4, atol=1e-6)
 
 
 def test_a_dead_rank_ends_the_job(tmp_path):
-    proc = torchrun(
-        tmp_path, "--env-id=Breakout", "--total-timesteps=10000000", "--torch-threads=1", wait=False
-    )
+    proc = torchrun(tmp_path, "--env-id=Breakout", "--total-timesteps=10000000", "--torch-threads=1", wait=False)
     try:
-        assert (
-            "rollout buffer" in proc.stdout.readline() + proc.stdout.readline()
-        )  # training has started
+        assert "rollout buffer" in proc.stdout.readline() + proc.stdout.readline()  # training has started
         workers = worker_pids(proc.pid)
-        (rank1,) = [
-            pid for pid in workers if b"RANK=1\0" in open(f"/proc/{pid}/environ", "rb").read()
-        ]
+        (rank1,) = [pid for pid in workers if b"RANK=1\0" in open(f"/proc/{pid}/environ", "rb").read()]
         os.kill(rank1, signal.SIGKILL)
         proc.wait(timeout=120)  # no hang: torchrun stops the other rank and fails
         assert proc.returncode != 0
@@ -489,8 +453,6 @@ def test_a_dead_rank_ends_the_job(tmp_path):
 
 def worker_pids(parent: int) -> list:
     children = (
-        open(f"/proc/{parent}/task/{parent}/children").read().split()
-        if os.path.exists(f"/proc/{parent}")
-        else []
+        open(f"/proc/{parent}/task/{parent}/children").read().split() if os.path.exists(f"/proc/{parent}") else []
     )
     return [int(pid) for pid in children]

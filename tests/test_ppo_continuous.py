@@ -47,7 +47,7 @@ SCRIPT = PPOScript(
         gamma=0.9,
         learning_rate=1e-3,
         init_log_std=0.0,
-    ),  # fmt: skip
+    ),
     learned_at_least=-600.0,
     broken_at_most=-900.0,
     sampler=sampler,

@@ -40,6 +40,4 @@ def test_gumbel_max_sampling_follows_the_softmax():
         agent.actor[-1].weight.zero_()
         actions = agent.sample_action(torch.zeros(20_000, 3))
     frequencies = torch.bincount(actions, minlength=3) / 20_000
-    torch.testing.assert_close(
-        frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=0.01, rtol=0
-    )
+    torch.testing.assert_close(frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=0.01, rtol=0)

@@ -239,9 +239,16 @@ def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch,
     monkeypatch.setattr(ppo, "Agent", RecordingAgent)
     # 3 rollouts of 7 steps: episodes of 5 steps cross the rollouts' borders.
     args = SCRIPT.args(
-        tmp_path, env_id=f"test/Counter{end}-v0", context_len=context_len, num_envs=2, num_steps=7,
-        total_timesteps=42, num_minibatches=2, eval_episodes=0, save_model=False,
-    )  # fmt: skip
+        tmp_path,
+        env_id=f"test/Counter{end}-v0",
+        context_len=context_len,
+        num_envs=2,
+        num_steps=7,
+        total_timesteps=42,
+        num_minibatches=2,
+        eval_episodes=0,
+        save_model=False,
+    )
     ppo.train(args)
     assert len(acted) == 21
     for windows, masks in acted:
@@ -257,9 +264,7 @@ def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch,
         masks = torch.cat([m for _, m in acted[7 * k : 7 * k + 7]])
         assert torch.equal(evaluated[i][0], windows) and torch.equal(evaluated[i][1], masks)
         for mb_windows, mb_masks in evaluated[i + 1 : end_i]:
-            same = (mb_windows[:, None] == windows).flatten(2).all(-1) & (
-                mb_masks[:, None] == masks
-            ).all(-1)
+            same = (mb_windows[:, None] == windows).flatten(2).all(-1) & (mb_masks[:, None] == masks).all(-1)
             assert same.any(-1).all()
     # Values: each rollout's bootstrap V(s_T) of the next step's window and, on time limits, the
     # values of the final observations (step count 5), whose windows end their own episode.
@@ -270,9 +275,7 @@ def test_rollout_and_update_see_each_steps_episode_window(tmp_path, monkeypatch,
 
 
 def test_evaluation_rebuilds_the_window(tmp_path, monkeypatch):
-    result = ppo.train(
-        SCRIPT.args(tmp_path, env_id="test/CounterTerminate-v0", context_len=3, eval_episodes=0)
-    )
+    result = ppo.train(SCRIPT.args(tmp_path, env_id="test/CounterTerminate-v0", context_len=3, eval_episodes=0))
     seen = []
     original = ppo.Agent.greedy_action
 
@@ -301,14 +304,8 @@ def test_mask_velocity_keeps_cart_position_and_pole_angle():
 
 def test_mask_velocity_is_documented_and_refused_where_it_has_no_meaning(tmp_path, in_tmp):
     proc = run_cli("ppo_transformer.py", "--help", cwd=in_tmp)
-    assert (
-        "--mask-velocity" in proc.stdout
-        and "--context-len" in proc.stdout
-        and "--gated" in proc.stdout
-    )
-    with pytest.raises(
-        ppo.ConfigError, match="--mask-velocity knows the velocity components of CartPole-v1"
-    ):
+    assert "--mask-velocity" in proc.stdout and "--context-len" in proc.stdout and "--gated" in proc.stdout
+    with pytest.raises(ppo.ConfigError, match="--mask-velocity knows the velocity components of CartPole-v1"):
         ppo.train(SCRIPT.args(tmp_path, env_id="test/DictObs-v0", mask_velocity=True))
 
 
@@ -330,11 +327,7 @@ def test_bad_network_settings_are_refused_clearly(tmp_path, overrides, message):
 def test_gated_agent_trains_saves_and_evaluates_with_hidden_velocities(tmp_path):
     result = ppo.train(SCRIPT.args(tmp_path, gated=True, num_layers=2, mask_velocity=True))
     agent, saved, *_ = ppo.load_agent(result["model_path"])
-    assert (
-        saved.gated
-        and saved.mask_velocity
-        and isinstance(agent.encoder.blocks[1].gate2, ppo.GatedResidual)
-    )
+    assert saved.gated and saved.mask_velocity and isinstance(agent.encoder.blocks[1].gate2, ppo.GatedResidual)
     assert agent.encoder.embed.in_features == 2
     assert len(ppo.evaluate(result["model_path"], episodes=2)) == 2
 

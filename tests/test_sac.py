@@ -37,8 +37,7 @@ sac = load_script("sac")
 
 
 # A run that takes a few seconds: 100 random steps, then 200 updates of small networks.
-TINY = dict(total_timesteps=300, learning_starts=100, batch_size=32, hidden_size=16,
-            eval_episodes=2, progress=False)  # fmt: skip
+TINY = dict(total_timesteps=300, learning_starts=100, batch_size=32, hidden_size=16, eval_episodes=2, progress=False)
 
 
 def tiny_args(tmp_path, **overrides) -> "sac.Args":
@@ -88,9 +87,7 @@ def test_squashed_log_prob_is_the_change_of_variables_through_tanh():
         expected = log_normal - torch.linalg.slogdet(jacobian).logabsdet
         assert got[i].item() == pytest.approx(expected.item(), abs=1e-4)
     # Where tanh saturates, eps keeps the log-probability finite.
-    saturated = sac.squashed_gaussian_log_prob(
-        torch.tensor([[30.0]]), torch.tensor([[30.0]]), torch.tensor([[0.0]])
-    )
+    saturated = sac.squashed_gaussian_log_prob(torch.tensor([[30.0]]), torch.tensor([[30.0]]), torch.tensor([[0.0]]))
     assert torch.isfinite(saturated).all()
 
 
@@ -98,9 +95,7 @@ def test_sampled_actions_follow_the_density_the_actor_reports():
     # Monte Carlo: the histogram of the actor's squashed samples matches exp(log pi), and the
     # actions are rescaled into the env's bounds [-2, 4].
     torch.manual_seed(0)
-    actor = sac.Actor(
-        obs_dim=2, action_low=np.array([-2.0]), action_high=np.array([4.0]), hidden_size=8
-    )
+    actor = sac.Actor(obs_dim=2, action_low=np.array([-2.0]), action_high=np.array([4.0]), hidden_size=8)
     with torch.no_grad():
         for layer in (actor.fc_mean, actor.fc_logstd):
             layer.weight.zero_()
@@ -117,13 +112,9 @@ def test_sampled_actions_follow_the_density_the_actor_reports():
     np.testing.assert_allclose(counts / (200_000 * width), density.numpy(), rtol=0.06)
     # The reported log-probabilities are those of the samples themselves.
     u = torch.atanh(squashed[:5, None].double()).float()
-    torch.testing.assert_close(
-        log_probs[:5], sac.squashed_gaussian_log_prob(u, mean, log_std), atol=2e-3, rtol=0
-    )
+    torch.testing.assert_close(log_probs[:5], sac.squashed_gaussian_log_prob(u, mean, log_std), atol=2e-3, rtol=0)
     # The deterministic action is the tanh of the mean, rescaled.
-    assert actor.greedy_action(torch.zeros(1, 2)).item() == pytest.approx(
-        1.0 + 3.0 * np.tanh(0.5), abs=1e-6
-    )
+    assert actor.greedy_action(torch.zeros(1, 2)).item() == pytest.approx(1.0 + 3.0 * np.tanh(0.5), abs=1e-6)
 
 
 def test_soft_q_target_matches_hand_numbers():
@@ -194,14 +185,24 @@ def test_replay_buffer_wraps_around_and_samples_whole_transitions():
     np.testing.assert_array_equal(restored.next_obs, buffer.next_obs)
 
 
-@pytest.mark.parametrize("env_id, terminated", [("test/CounterTruncateBox-v0", 0.0),
-                                                ("test/CounterTerminateBox-v0", 1.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "env_id, terminated", [("test/CounterTruncateBox-v0", 0.0), ("test/CounterTerminateBox-v0", 1.0)]
+)
 def test_episode_ends_store_the_real_last_observation(tmp_path, env_id, terminated):
     # 2 envs x 20 steps of the step-counting env, episodes of 5 steps; the checkpoint carries the
     # buffer.
-    args = tiny_args(tmp_path, env_id=env_id, num_envs=2, total_timesteps=40, learning_starts=20,
-                     batch_size=4, hidden_size=8, eval_episodes=0, checkpoint_every=40,
-                     checkpoint_buffer=True)  # fmt: skip
+    args = tiny_args(
+        tmp_path,
+        env_id=env_id,
+        num_envs=2,
+        total_timesteps=40,
+        learning_starts=20,
+        batch_size=4,
+        hidden_size=8,
+        eval_episodes=0,
+        checkpoint_every=40,
+        checkpoint_buffer=True,
+    )
     result = sac.train(args)
     buffer = torch.load(result["checkpoint_path"], weights_only=True)["buffer"]
     assert buffer["size"] == 40
@@ -230,10 +231,22 @@ def test_cli_run_logs_saves_evaluates_and_matches_the_recorded_scalars(in_tmp):
     assert "device: cpu" in proc.stdout and "eval: mean return" in proc.stdout
     (run_dir,) = (in_tmp / "runs").glob("Pendulum-v1__sac__1__*")
     scalars = read_scalars(str(run_dir))
-    for tag in ["losses/qf1_values", "losses/qf2_values", "losses/qf1_loss", "losses/qf2_loss",
-                "losses/qf_loss", "losses/actor_loss", "losses/alpha", "losses/alpha_loss",
-                "losses/entropy", "charts/episodic_return", "charts/episodic_length", "charts/SPS",
-                "charts/updates_per_second", "eval/episodic_return"]:  # fmt: skip
+    for tag in [
+        "losses/qf1_values",
+        "losses/qf2_values",
+        "losses/qf1_loss",
+        "losses/qf2_loss",
+        "losses/qf_loss",
+        "losses/actor_loss",
+        "losses/alpha",
+        "losses/alpha_loss",
+        "losses/entropy",
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "charts/updates_per_second",
+        "eval/episodic_return",
+    ]:
         assert tag in scalars, tag
     assert [v for _, v in scalars["charts/episodic_length"]] == [200, 200]
     assert [s for s, _ in scalars["losses/qf_loss"]] == [200, 300, 400]  # every 100 updates
@@ -266,8 +279,10 @@ def test_fixed_temperature_without_autotune(tmp_path):
 
 
 def test_same_seed_same_numbers(tmp_path):
-    runs = [sac.train(tiny_args(tmp_path / name, seed=seed, eval_episodes=0)) for name, seed in
-            [("a", 3), ("b", 3), ("c", 4)]]  # fmt: skip
+    runs = [
+        sac.train(tiny_args(tmp_path / name, seed=seed, eval_episodes=0))
+        for name, seed in [("a", 3), ("b", 3), ("c", 4)]
+    ]
     weights = [torch.load(r["model_path"], weights_only=True)["actor"] for r in runs]
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
@@ -275,11 +290,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_capture_video_writes_videos(tmp_path):
-    sac.train(
-        tiny_args(
-            tmp_path, total_timesteps=200, capture_video=True, eval_episodes=1, save_model=False
-        )
-    )
+    sac.train(tiny_args(tmp_path, total_timesteps=200, capture_video=True, eval_episodes=1, save_model=False))
     assert list((tmp_path / "runs").glob("*/videos/*.mp4"))
     assert list((tmp_path / "runs").glob("*/videos-eval/*.mp4"))
 
@@ -415,18 +426,25 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, argv, message):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sac.py: error:") and message in lines[0], (
-        proc.stderr
-    )
+    assert len(lines) == 1 and lines[0].startswith("sac.py: error:") and message in lines[0], proc.stderr
 
 
 def test_help_reads_like_a_manual(in_tmp):
     proc = run_cli("sac.py", "--help", cwd=in_tmp)
     assert proc.returncode == 0
     words = " ".join(proc.stdout.replace("│", " ").split())  # without the box and the line breaks
-    for text in ["--env-id", "--learning-starts", "--policy-frequency", "--checkpoint-buffer",
-                 "float32 values", "refills it", "--resume", "--no-progress", "--torch-threads",
-                 "--eval-seed"]:  # fmt: skip
+    for text in [
+        "--env-id",
+        "--learning-starts",
+        "--policy-frequency",
+        "--checkpoint-buffer",
+        "float32 values",
+        "refills it",
+        "--resume",
+        "--no-progress",
+        "--torch-threads",
+        "--eval-seed",
+    ]:
         assert text in words, text
 
 
@@ -436,8 +454,9 @@ def test_help_reads_like_a_manual(in_tmp):
 # 1000 random steps, then 4000 updates of 64-unit networks: about 25 s. Measured with seeds 1, 2,
 # 3: -148, -174, -174 (5 deterministic episodes); without rewards in the target -1070, without
 # the bootstrap -1240.
-LEARN = dict(total_timesteps=5_000, learning_starts=1_000, hidden_size=64, eval_episodes=5,
-             save_model=False, progress=False)  # fmt: skip
+LEARN = dict(
+    total_timesteps=5_000, learning_starts=1_000, hidden_size=64, eval_episodes=5, save_model=False, progress=False
+)
 
 
 def learning_score(tmp_path) -> float:
