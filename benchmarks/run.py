@@ -6,7 +6,7 @@
         --jobs 1 --baseline cleanrl-speed=/path/to/cleanrl/ppo.py \
         --baseline cleanrl-speed-1thread=/path/to/cleanrl/ppo.py
 
-Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its log; a
+The experiments are data, in benchmarks/experiments.yaml. Each (experiment, seed) runs in `benchmarks/runs/<experiment>/seed<S>/` with its log; a
 `done.json` there marks it finished, so a stopped benchmark carries on where it was (a run whose
 flags or script have changed since is run again). Then the TensorBoard events of every finished
 run are merged, by experiment and seed, into:

@@ -128,3 +128,24 @@ def test_a_bad_study_file_is_refused_in_one_line(tmp_path, change, message):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("tune.py: error:") and message in proc.stderr, proc.stderr
+
+
+def test_every_experiment_is_written_out_and_listed_as_its_command():
+    with open(bench.ROOT / "benchmarks" / "experiments.yaml") as f:
+        raw = yaml.safe_load(f)
+    assert list(bench.EXPERIMENTS) == list(raw)
+    for name, exp in raw.items():
+        assert isinstance(exp["flags"], str) and exp["steps"] > 0, name
+        assert exp.get("baseline") or (bench.ROOT / exp["script"]).is_file(), name
+        assert all(shown in raw for shown in exp.get("plot_with", [])), name
+    listing = subprocess.run(
+        [sys.executable, str(bench.ROOT / "benchmarks" / "run.py"), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(listing) == len(raw)
+    for line, (name, exp) in zip(listing, raw.items()):
+        assert line.split()[0] == name
+        assert f"--env-id {exp['env_id']} --total-timesteps {exp['steps']}" in line
+        assert line.rstrip().endswith(exp["flags"])
