@@ -315,7 +315,9 @@ def write_table(summary: list, names: list) -> None:
     print("\n".join(lines[name] for name in names if name in lines))
     head = "| experiment | env | steps | seeds |"
     text = "± is the sample standard deviation over seeds (ddof=1); a single seed shows its value alone.\n\n"
-    text += "Returns: mean ± std over seeds.\n\n" + head + " greedy eval | last 20 training episodes |\n"
+    text += "Returns: mean ± std over seeds; eval is the final evaluation's mean return (the deterministic\n"
+    text += "policy, except where the script's page in docs/ says otherwise).\n\n"
+    text += head + " eval | last 20 training episodes |\n"
     text += "| --- | --- | --- | --- | --- | --- |\n"
     text += "".join(line + "\n" for name, line in lines.items() if "speed" not in name)
     text += "\nSpeed: steps per second, mean ± std over seeds.\n\n" + head + " steps/s |\n"
