@@ -100,6 +100,7 @@ def glance(results: list, published: list) -> None:
         "| script | setting | env | steps | seeds | eval | training, last 20 (last 100) | published at the same steps |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    sources = {}  # reference-style links, listed after the table
     for script, name, steps, setting, refs in GLANCE:
         rows = [r for r in results if r["experiment"] == name]
         evals = [float(r["eval_return_mean"]) for r in rows if r["eval_return_mean"]]
@@ -116,13 +117,17 @@ def glance(results: list, published: list) -> None:
                     value += f" ± {p['plus_minus']}" if p["plus_minus"] else ""
                     seeds = "1 run" if p["seeds"] == "1" else f"{p['seeds']} seeds"
                     kind = "training" if statistic.startswith("training") else "eval"
-                    cited.append(f"[{project.replace(' (SB3)', '')}]({p['source']}) {value} ({kind}, {seeds})")
+                    key = sources.setdefault(p["source"], f"{len(sources) + 1}")
+                    cited.append(f"[{project.replace(' (SB3)', '')}][{key}] {value} ({kind}, {seeds})")
         env_id = rows[0]["env_id"].replace("popgym:", "")
         print(
             f"| {script} | {setting} | {env_id} | {steps:,} | {len(rows)} | {stat(evals)} | {train} | "
             + ("; ".join(cited) or "—")
             + " |"
         )
+    print()
+    for url, key in sources.items():
+        print(f"[{key}]: {url}")
 
 
 def times(results: list) -> None:
