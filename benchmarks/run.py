@@ -10,12 +10,14 @@ The experiments are data, in benchmarks/experiments.yaml. Each (experiment, seed
 `benchmarks/runs/<experiment>/seed<S>/` with its log; a `done.json` there marks it finished, so a
 stopped benchmark carries on where it was (a run whose flags or script have changed since is run
 again). Then the TensorBoard events of every finished run are merged, by experiment and seed, into:
-benchmarks/results/curves.csv mean training return per step bin, per run
-benchmarks/results/summary.csv per run: final evaluation, last 20 and 100 training returns, steps/s,
-and what it ran on (script commit, torch, CPU, GPU) benchmarks/results/summary.md mean +- std over
-seeds of every experiment benchmarks/results/<experiment>.png learning curves, mean and range over
-seeds A seed run here replaces its old results; the committed results of other seeds stay. Speed is
-only comparable between runs of one invocation with --jobs 1. """
+    benchmarks/results/curves.csv    mean training return per step bin, per run
+    benchmarks/results/summary.csv   per run: final evaluation, last 20 and 100 training returns,
+                                     steps/s, and what it ran on (script commit, torch, CPU, GPU)
+    benchmarks/results/summary.md    mean ± sample standard deviation over seeds of every experiment
+    benchmarks/results/<experiment>.png  learning curves, mean and range over seeds
+A seed run here replaces its old results; the committed results of other seeds stay.
+Speed is only comparable between runs of one invocation with --jobs 1.
+"""
 
 import argparse
 import csv
