@@ -31,6 +31,7 @@ def speeds(run_dir: Path) -> tuple:
 
 
 def main() -> None:
+    print("± is the sample standard deviation over seeds.\n")
     print("| experiment | seeds | steps/s, whole run | steps/s from step 6000 on |")
     print("| --- | --- | --- | --- |")
     for name in sys.argv[1:]:
@@ -39,8 +40,8 @@ def main() -> None:
         ]
         whole, steady = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
         print(
-            f"| {name} | {len(rows)} | {whole.mean():.1f} ± {whole.std():.1f} | "
-            f"{steady.mean():.1f} ± {steady.std():.1f} |"
+            f"| {name} | {len(rows)} | {whole.mean():.1f} ± {whole.std(ddof=1):.1f} | "
+            f"{steady.mean():.1f} ± {steady.std(ddof=1):.1f} |"
         )
 
 
