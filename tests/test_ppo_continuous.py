@@ -135,14 +135,23 @@ def test_mujoco_and_box2d_envs_are_accepted(env_id):
     ppo.check_env(env_id)  # raises ConfigError when the env or its engine is missing
 
 
-@pytest.mark.parametrize("activation, ortho_init", [("tanh", True), ("relu", False)])
-def test_activation_and_initialization_knobs(activation, ortho_init):
-    agent = ppo.Agent(
-        obs_dim=3,
-        action_dim=1,
-        args=ppo.Args(hidden_size=16, activation=activation, ortho_init=ortho_init),
-    )
-    assert type(agent.actor_mean[1]).__name__ == {"tanh": "Tanh", "relu": "ReLU"}[activation]
-    # Orthogonal init: the 3 columns of the first weight are orthogonal with norm sqrt(2).
+def test_layers_start_orthogonal():
+    # The initialization of the original PPO code: the 3 columns of the first weight are
+    # orthogonal with norm sqrt(2).
+    agent = ppo.Agent(obs_dim=3, action_dim=1, args=ppo.Args(hidden_size=16))
     gram = agent.critic[0].weight.T @ agent.critic[0].weight
-    assert torch.allclose(gram, 2.0 * torch.eye(3), atol=1e-5) is ortho_init
+    torch.testing.assert_close(gram, 2.0 * torch.eye(3), atol=1e-5, rtol=0)
+
+
+def test_a_model_of_an_earlier_version_loads_unless_a_removed_setting_changed_it(tmp_path):
+    # --lr-schedule-steps, --activation and --ortho-init are gone; a file saved with them at the
+    # values that this version always runs still loads, one with relu weights is refused.
+    result = ppo.train(SCRIPT.args(tmp_path, eval_episodes=0))
+    saved = torch.load(result["model_path"], weights_only=True)
+    saved["args"].update(lr_schedule_steps=0, activation="tanh", ortho_init=True)
+    torch.save(saved, tmp_path / "old.pt")
+    assert len(ppo.evaluate(str(tmp_path / "old.pt"), episodes=1)) == 1
+    saved["args"]["activation"] = "relu"
+    torch.save(saved, tmp_path / "relu.pt")
+    with pytest.raises(ppo.ConfigError, match="settings that this version no longer has: {'activation': 'relu'}"):
+        ppo.evaluate(str(tmp_path / "relu.pt"))
