@@ -32,10 +32,12 @@ pruner can stop a trial that falls behind (the process is killed; the trial is m
 Storage: by default an SQLite file next to the study file (`<study>.db`), so a fresh machine
 needs no server, and starting the same command again continues the same study; a trial whose
 process was killed with the command is marked failed and tried again. To search on several
-machines, start the same command on each with `--storage` pointing at one database server
-that Optuna supports (its RDB storage: PostgreSQL or MySQL through SQLAlchemy), for example
-`--storage postgresql://user:password@host/optuna`; every machine then adds trials to the one
-study until it has `trials` finished ones.
+machines, start the same command on each with `--storage` pointing at one PostgreSQL database,
+`--storage postgresql+psycopg://user:password@host/optuna` (driver: `pip install
+"psycopg[binary]"`, in requirements-dev.txt); every machine then adds trials to the one study
+until it has `trials` finished ones, and writes the report once the trials running elsewhere
+have ended too. Machines may start at the same moment on an empty database: the first to get
+there creates the tables and the study, the others find them. See docs/tuning.md.
 
 Output, next to the study file: `<study>-trials.csv` (every trial: number, state, value, flags),
 `<study>-history.png` and `<study>-importances.png` (Optuna's own plots), and on stdout the best
@@ -48,6 +50,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -74,6 +77,14 @@ OPTIONAL = {
     "sampler_seed": 0,
 }
 POLL_SECONDS = 2.0
+CREATE_TRIES = 10  # workers that start together on an empty database: tries to create its tables
+# The database drivers SQLAlchemy loads for a URL: module -> (what to install, the URL's scheme).
+DRIVERS = {
+    "psycopg": ('"psycopg[binary]"', "postgresql+psycopg://"),
+    "psycopg2": ("psycopg2-binary", "postgresql+psycopg2://"),
+    "pymysql": ("PyMySQL", "mysql+pymysql://"),
+    "MySQLdb": ("mysqlclient", "mysql+mysqldb://"),
+}
 
 
 class StudyError(Exception):
@@ -310,26 +321,86 @@ def run_trial(trial, study: dict, work: Path) -> float:
 # The study: storage, progress, results
 # ---------------------------------------------------------------------------------------------
 def open_study(study: dict, name: str, storage_url: str):
+    """The study in its storage, and whether this call created it. Workers started at the same
+    moment on an empty database all get here: the first creates the tables and the study, the
+    others are refused by the database, try again, and find them."""
     import optuna
+    import sqlalchemy.exc
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    # The heartbeat marks a trial whose command was killed as failed after the grace period,
-    # and the callback enqueues it again with the same parameters.
-    storage = RDBStorage(
-        storage_url,
-        heartbeat_interval=30,
-        grace_period=90,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-    )
+    for attempt in range(CREATE_TRIES):
+        try:
+            # The heartbeat marks a trial whose command was killed as failed after the grace
+            # period, and the callback enqueues it again with the same parameters.
+            storage = RDBStorage(
+                storage_url,
+                heartbeat_interval=30,
+                grace_period=90,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Another worker created the same table, type or version row first (PostgreSQL:
+            # "duplicate key", "already exists"); this worker's transaction was rolled back whole.
+            if attempt == CREATE_TRIES - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0))
     sampler = optuna.samplers.TPESampler(seed=study["sampler_seed"], n_startup_trials=5)
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=sampler,
-        pruner=study["pruner"],
-        direction=study["direction"],
-        load_if_exists=True,
-    )
+    try:
+        created = optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, pruner=study["pruner"], direction=study["direction"]
+        )
+        return created, True
+    except optuna.exceptions.DuplicatedStudyError:
+        # Joining a study another worker made, or resuming one: the sampler draws points of its
+        # own, as the seed would draw again those its first process drew.
+        sampler.reseed_rng()
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=study["pruner"]), False
+
+
+def check_storage(storage_url: str) -> str:
+    """Refuse in one line a URL that is not a database's, or whose driver is not installed;
+    return the URL as it may be printed (no password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "postgresql+psycopg://user:password@host/optuna"
+    try:
+        url = make_url(storage_url)
+        shown = url.render_as_string(hide_password=True)
+        url.get_dialect().import_dbapi()
+    except ArgumentError as e:  # also an unknown dialect, such as postgres://
+        raise StudyError(f"--storage: not a database URL ({e}); for example {example}") from None
+    except ImportError as e:
+        package, scheme = DRIVERS.get(e.name, (e.name, url.drivername + "://"))
+        others = [f"with {p} installed, {s}..." for m, (p, s) in DRIVERS.items() if m != e.name and s[:5] == scheme[:5]]
+        raise StudyError(
+            f"--storage {shown} needs the driver {e.name}: pip install {package}"
+            + (f" (or, {others[0]})" if others else "")
+        ) from None
+    return shown
+
+
+def connection_error(e: Exception, shown: str) -> StudyError:
+    """A server that cannot be reached, a wrong password, a missing database: the driver's own
+    first line."""
+    reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+    return StudyError(f"--storage {shown}: cannot open the database: {reason}")
+
+
+def wait_for_others(optuna_study) -> None:
+    """Wait until no trial of the study is running (other machines' trials end up in the
+    report too); a trial whose machine stopped beating is failed after the grace period."""
+    import optuna
+    from optuna.trial import TrialState
+
+    said = False
+    while running := optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not said:
+            print(f"waiting for {len(running)} trials running elsewhere: {[t.number for t in running]}", flush=True)
+            said = True
+        time.sleep(POLL_SECONDS)
+        optuna.storages.fail_stale_trials(optuna_study)
 
 
 def finished(optuna_study) -> list:
@@ -413,6 +484,7 @@ def main(argv=None) -> None:
         sys.exit(2)
 
     import optuna
+    import sqlalchemy.exc
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
@@ -421,14 +493,22 @@ def main(argv=None) -> None:
     path = Path(args.study).resolve()
     out = path.with_suffix("")
     storage = args.storage or f"sqlite:///{out}.db"
-    optuna_study = open_study(study, path.stem, storage)
-    if not optuna_study.trials:  # a new study: its starting points come first
+    try:
+        shown = check_storage(storage)
+        try:
+            optuna_study, created = open_study(study, path.stem, storage)
+        except sqlalchemy.exc.OperationalError as e:
+            raise connection_error(e, shown) from None
+    except StudyError as e:
+        print(f"tune.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if created:  # a new study: its starting points come first, enqueued once
         for point in study["start"]:
             optuna_study.enqueue_trial(point)
     total = int(study["trials"])
     remaining = total - len(finished(optuna_study))
     if not args.report and remaining > 0:
-        print(f"study {path.stem}: {total - remaining}/{total} trials done, storage {storage}")
+        print(f"study {path.stem}: {total - remaining}/{total} trials done, storage {shown}")
         work = out.parent / "runs" / path.stem  # the trials' run folders (not committed)
         lock = threading.Lock()
         optuna_study.optimize(
@@ -442,6 +522,7 @@ def main(argv=None) -> None:
             # Each job runs at most the trials still missing; other machines may add some too.
             n_trials=math.ceil(remaining),
         )
+        wait_for_others(optuna_study)
     write_report(optuna_study, study, out)
 
 
