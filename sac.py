@@ -13,16 +13,14 @@ Works with any gymnasium environment whose action space is a bounded Box: Pendul
 default, HalfCheetah-v4, BipedalWalker-v3, or your own registered as `my_module:MyEnv-v0`.
 The defaults are CleanRL's sac_continuous_action.py settings.
 
-Reproduce the README's Pendulum-v1 figure (defaults, 20k steps):
-    python sac.py --seed 1
-HalfCheetah-v4 as CleanRL runs it (1M steps, best on a GPU):
-    python sac.py --env-id HalfCheetah-v4 --total-timesteps 1000000 --cuda
-Evaluate a saved model (the games of the evaluation that ended its training):
-    python sac.py --eval-only runs/<run>/model.pt
-
-Read from the top: the arguments, the environment, the math, the networks, the training loop,
-evaluation. The last section, after "Plumbing", is what running a script needs and learning the
-algorithm does not: errors, checkpoint files, run folders, logging, the command line.
+Usage (the default budget is 20k steps of Pendulum-v1: 5k random ones, then 15k updates):
+    python sac.py --seed 1                          # the README's Pendulum-v1 figure
+    python sac.py --env-id HalfCheetah-v4 --total-timesteps 1000000 --cuda    # as CleanRL runs it
+    python sac.py --checkpoint-every 10000          # write checkpoint.pt as it goes, then after a kill:
+    python sac.py --resume runs/<run>/checkpoint.pt
+    python sac.py --eval-only runs/<run>/model.pt   # replay the evaluation that ended its training
+    python sac.py --help                            # every setting
+TensorBoard: `tensorboard --logdir runs`.
 """
 
 import math
@@ -32,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import gymnasium as gym
@@ -118,9 +117,7 @@ class Args:
     """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------
+# ---- Environment
 def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
     """Return a thunk that builds one environment; vector envs call it in each slot."""
 
@@ -151,12 +148,8 @@ def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The math, as pure functions
-# ---------------------------------------------------------------------------------------------
-def squashed_gaussian_log_prob(
-    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, eps: float = 1e-6
-) -> torch.Tensor:
+# ---- The math, as pure functions
+def squashed_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, eps: float = 1e-6):
     """log pi(a|s) of the squashed action a = tanh(u), u ~ N(mean, exp(log_std)^2), summed over
     the action dimensions (the last one):
         log pi(a|s) = sum_i [log N(u_i; mean_i, std_i) - log(1 - tanh(u_i)^2 + eps)]
@@ -168,15 +161,7 @@ def squashed_gaussian_log_prob(
     return (log_normal - torch.log(1.0 - torch.tanh(u) ** 2 + eps)).sum(-1)
 
 
-def soft_q_target(
-    rewards: torch.Tensor,
-    terminations: torch.Tensor,
-    next_q1: torch.Tensor,
-    next_q2: torch.Tensor,
-    next_log_pi: torch.Tensor,
-    alpha: torch.Tensor | float,
-    gamma: float,
-) -> torch.Tensor:
+def soft_q_target(rewards, terminations, next_q1, next_q2, next_log_pi, alpha, gamma: float) -> torch.Tensor:
     """Soft Bellman target of both Q networks, with a' ~ pi(.|s') and the target networks' Q:
         y = r + gamma * (1 - terminated) * (min(Q1'(s', a'), Q2'(s', a')) - alpha * log pi(a'|s'))
     Only a termination cuts the bootstrap: at a time limit (truncation) s' is the real last
@@ -192,58 +177,7 @@ def polyak_update(params: Iterable[torch.Tensor], target_params: Iterable[torch.
         target_param.lerp_(param, tau)
 
 
-class ReplayBuffer:
-    """Transitions in preallocated numpy arrays, written in a circle (the oldest is overwritten
-    first) and sampled uniformly with replacement. `next_obs` is the real observation that
-    followed the action, also where the episode ended; `terminations` is 1 only where it ended
-    by termination, so a time limit still bootstraps. float32 throughout: (2 * obs_dim +
-    act_dim + 2) * 4 bytes per transition (HalfCheetah: 168 bytes, 168 MB for 1M)."""
-
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int):
-        self.capacity = capacity
-        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.actions = np.zeros((capacity, act_dim), dtype=np.float32)
-        self.rewards = np.zeros(capacity, dtype=np.float32)
-        self.terminations = np.zeros(capacity, dtype=np.float32)
-        self.pos, self.size = 0, 0
-
-    def add(self, obs, next_obs, actions, rewards, terminations) -> None:
-        """Store one vector step: the first axis of every argument is the environment."""
-        idx = (self.pos + np.arange(len(obs))) % self.capacity
-        self.obs[idx] = obs
-        self.next_obs[idx] = next_obs
-        self.actions[idx] = actions
-        self.rewards[idx] = rewards
-        self.terminations[idx] = terminations
-        self.pos = int(idx[-1] + 1) % self.capacity
-        self.size = min(self.size + len(obs), self.capacity)
-
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple:
-        """(obs, actions, rewards, next_obs, terminations) of batch_size random transitions."""
-        idx = rng.integers(0, self.size, batch_size)
-        arrays = (self.obs, self.actions, self.rewards, self.next_obs, self.terminations)
-        return tuple(array[idx] for array in arrays)
-
-    def state_dict(self) -> dict:
-        """The filled part as tensors, so that a checkpoint loads with weights_only=True."""
-        n = self.size
-        arrays = ("obs", "next_obs", "actions", "rewards", "terminations")
-        tensors = {k: torch.from_numpy(getattr(self, k)[:n]) for k in arrays}
-        return {"pos": self.pos, "size": n, **tensors}
-
-    def load_state_dict(self, state: dict) -> None:
-        n = state["size"]
-        if n > self.capacity:
-            raise ConfigError(f"the checkpoint's buffer holds {n} transitions, more than --buffer-size {self.capacity}")
-        for k in ("obs", "next_obs", "actions", "rewards", "terminations"):
-            getattr(self, k)[:n] = state[k].numpy()
-        self.pos, self.size = state["pos"], n
-
-
-# ---------------------------------------------------------------------------------------------
-# The networks
-# ---------------------------------------------------------------------------------------------
+# ---- The networks
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
@@ -256,10 +190,7 @@ class Actor(nn.Module):
         super().__init__()
         act_dim = len(action_low)
         self.trunk = nn.Sequential(
-            nn.Linear(obs_dim, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ReLU(),
+            nn.Linear(obs_dim, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size), nn.ReLU()
         )
         self.fc_mean = nn.Linear(hidden_size, act_dim)
         self.fc_logstd = nn.Linear(hidden_size, act_dim)
@@ -307,9 +238,7 @@ class SoftQNetwork(nn.Module):
         return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
 
 
-# ---------------------------------------------------------------------------------------------
-# The losses of one update, on the networks above (what --compile compiles)
-# ---------------------------------------------------------------------------------------------
+# The losses of one update, on the networks above: what --compile compiles.
 def soft_q_losses(actor, qf1, qf2, qf1_target, qf2_target, batch, alpha, gamma) -> tuple:
     """Each Q network's mean squared error against the soft Bellman target of the batch
     (obs, actions, rewards, next_obs, terminations), with a' ~ pi(.|s') and the target
@@ -317,14 +246,10 @@ def soft_q_losses(actor, qf1, qf2, qf1_target, qf2_target, batch, alpha, gamma) 
     obs, actions, rewards, next_obs, terminations = batch
     with torch.no_grad():
         next_actions, next_log_pi = actor.get_action(next_obs)
-        next_q1 = qf1_target(next_obs, next_actions)
-        next_q2 = qf2_target(next_obs, next_actions)
+        next_q1, next_q2 = qf1_target(next_obs, next_actions), qf2_target(next_obs, next_actions)
         q_target = soft_q_target(rewards, terminations, next_q1, next_q2, next_log_pi, alpha, gamma)
-    qf1_values = qf1(obs, actions)
-    qf2_values = qf2(obs, actions)
-    qf1_loss = F.mse_loss(qf1_values, q_target)
-    qf2_loss = F.mse_loss(qf2_values, q_target)
-    return qf1_loss, qf2_loss, qf1_values, qf2_values
+    qf1_values, qf2_values = qf1(obs, actions), qf2(obs, actions)
+    return F.mse_loss(qf1_values, q_target), F.mse_loss(qf2_values, q_target), qf1_values, qf2_values
 
 
 def soft_actor_loss(actor, qf1, qf2, obs, alpha) -> tuple:
@@ -336,13 +261,57 @@ def soft_actor_loss(actor, qf1, qf2, obs, alpha) -> tuple:
     return (alpha * log_pi - min_q_pi).mean(), log_pi
 
 
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
+# ---- Training
+class ReplayBuffer:
+    """Transitions (obs, actions, rewards, next_obs, terminations) in preallocated numpy arrays,
+    written in a circle (the oldest is overwritten first) and sampled uniformly with replacement.
+    `next_obs` is the real observation that followed the action, also where the episode ended;
+    `terminations` is 1 only where it ended by termination, so a time limit still bootstraps.
+    float32 throughout: (2 * obs_dim + act_dim + 2) * 4 bytes per transition (HalfCheetah: 168
+    bytes, 168 MB for 1M)."""
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminations")
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int):
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((capacity, act_dim), dtype=np.float32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.terminations = np.zeros(capacity, dtype=np.float32)
+        self.pos, self.size = 0, 0
+
+    def add(self, obs, actions, rewards, next_obs, terminations) -> None:
+        """Store one vector step: the first axis of every argument is the environment."""
+        idx = (self.pos + np.arange(len(obs))) % self.capacity
+        for name, value in zip(self.FIELDS, (obs, actions, rewards, next_obs, terminations)):
+            getattr(self, name)[idx] = value
+        self.pos = int(idx[-1] + 1) % self.capacity
+        self.size = min(self.size + len(obs), self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple:
+        """(obs, actions, rewards, next_obs, terminations) of batch_size random transitions."""
+        idx = rng.integers(0, self.size, batch_size)
+        return tuple(getattr(self, name)[idx] for name in self.FIELDS)
+
+    def state_dict(self) -> dict:
+        """The filled part as tensors, so that a checkpoint loads with weights_only=True."""
+        tensors = {name: torch.from_numpy(getattr(self, name)[: self.size]) for name in self.FIELDS}
+        return {"pos": self.pos, "size": self.size, **tensors}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        if n > self.capacity:
+            raise ConfigError(f"the checkpoint's buffer holds {n} transitions, more than --buffer-size {self.capacity}")
+        for name in self.FIELDS:
+            getattr(self, name)[:n] = state[name].numpy()
+        self.pos, self.size = state["pos"], n
+
+
 def train(args: Args) -> dict:
     """Train with SAC; returns the step count, the episodes' returns, steps/s, updates/s, the run
     folder and the model file (the rest of the plumbing is at the end of the file)."""
-    args, checkpoint = args_to_run(args)
+    args, checkpoint = load_settings(args)
     device = select_device(args.cuda, args.torch_threads)
     run_dir, writer = start_run(args, checkpoint, device)
     seed_everything(args.seed, args.torch_deterministic)
@@ -355,10 +324,7 @@ def train(args: Args) -> dict:
     act_dim = len(action_low)
 
     actor = Actor(obs_dim, action_low, action_high, args.hidden_size).to(device)
-    qf1 = SoftQNetwork(obs_dim, act_dim, args.hidden_size).to(device)
-    qf2 = SoftQNetwork(obs_dim, act_dim, args.hidden_size).to(device)
-    qf1_target = SoftQNetwork(obs_dim, act_dim, args.hidden_size).to(device)
-    qf2_target = SoftQNetwork(obs_dim, act_dim, args.hidden_size).to(device)
+    qf1, qf2, qf1_target, qf2_target = (SoftQNetwork(obs_dim, act_dim, args.hidden_size).to(device) for _ in range(4))
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     q_params = list(qf1.parameters()) + list(qf2.parameters())
@@ -371,198 +337,210 @@ def train(args: Args) -> dict:
     target_entropy = -float(act_dim)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, fused=True)
-
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
-    # What checkpoint.pt holds besides log_alpha, the buffer and the random states, by name.
-    parts = {
-        "actor": actor,
-        "qf1": qf1,
-        "qf2": qf2,
-        "qf1_target": qf1_target,
-        "qf2_target": qf2_target,
-        "actor_optimizer": actor_optimizer,
-        "q_optimizer": q_optimizer,
-        "alpha_optimizer": alpha_optimizer,
-    }
-    global_step, start_iteration, num_updates = restore(args, checkpoint, parts, log_alpha, buffer, rng, device)
+
+    # What checkpoint.pt holds besides model.pt's actor, the counters and the random states: named
+    # once, for save and restore. The replay buffer only with --checkpoint-buffer.
+    parts = dict(qf1=qf1, qf2=qf2, qf1_target=qf1_target, qf2_target=qf2_target, log_alpha=log_alpha)
+    parts.update(actor_optimizer=actor_optimizer, q_optimizer=q_optimizer, alpha_optimizer=alpha_optimizer)
+    if args.checkpoint_buffer:
+        parts["buffer"] = buffer
+    global_step, start_iteration, num_updates = restore(args, checkpoint, {"actor": actor, **parts}, rng, device)
     alpha = log_alpha.detach().exp() if args.autotune else torch.tensor(args.alpha, device=device)
     # Updates start after learning_starts steps; a resumed run whose buffer was not saved first
     # refills it with learning_starts steps (of the current policy, when past the random phase).
-    resumed_empty = checkpoint is not None and buffer.size == 0
-    updates_start = global_step + args.learning_starts if resumed_empty else args.learning_starts
+    updates_start = global_step + args.learning_starts if checkpoint and buffer.size == 0 else args.learning_starts
     num_iterations = args.total_timesteps // args.num_envs
 
     def to_tensor(x) -> torch.Tensor:
         return torch.as_tensor(x, dtype=torch.float32, device=device)
 
-    # --compile: the same three functions, traced and fused by torch.compile (see maybe_compile).
-    q_losses, policy_loss = maybe_compile(soft_q_losses, args), maybe_compile(soft_actor_loss, args)
-    act = maybe_compile(actor.get_action, args)
+    # --compile: these three functions through torch.compile (see maybe_compile), called by their names.
+    compiled = SimpleNamespace(
+        soft_q_losses=maybe_compile(soft_q_losses, args),
+        soft_actor_loss=maybe_compile(soft_actor_loss, args),
+        get_action=maybe_compile(actor.get_action, args),
+    )
 
+    episodic_returns, episodic_lengths = [], []
+    start_time, start_step, first_update = time.time(), global_step, num_updates
+    updates_start_time, last_checkpoint_step = None, global_step
+    bar = progress_bar(args.progress, args.total_timesteps, global_step)
     # A resumed run starts fresh episodes, seeded differently from the first start.
     obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
-    with TrainingLog(args, writer, global_step, num_updates) as log:
-        for iteration in range(start_iteration, num_iterations + 1):
-            # ---- Act: uniformly random actions first, then samples of the policy.
-            if global_step < args.learning_starts:
-                actions = rng.uniform(action_low, action_high, size=(args.num_envs, act_dim))
-                actions = actions.astype(np.float32)
-            else:
-                with torch.no_grad():
-                    actions, _ = act(to_tensor(obs))
-                actions = actions.cpu().numpy()
-            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-            global_step += args.num_envs
+    for iteration in range(start_iteration, num_iterations + 1):
+        # ---- Act: uniformly random actions first, then samples of the policy.
+        if global_step < args.learning_starts:
+            actions = rng.uniform(action_low, action_high, size=(args.num_envs, act_dim)).astype(np.float32)
+        else:
+            with torch.no_grad():
+                actions, _ = compiled.get_action(to_tensor(obs))
+            actions = actions.cpu().numpy()
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        global_step += args.num_envs
 
-            # Where an episode ended, next_obs already starts the next one (SAME_STEP autoreset):
-            # the transition gets the real last observation. Only terminations are stored as
-            # the end of the bootstrap; a truncated transition keeps its next state's value.
-            real_next_obs = next_obs.copy()
-            for env_idx in np.flatnonzero(terminations | truncations):
-                real_next_obs[env_idx] = infos["final_obs"][env_idx]
-            buffer.add(obs, real_next_obs, actions, rewards, terminations)
-            obs = next_obs
-            log.episodes(infos, global_step)
+        # Where an episode ended, next_obs already starts the next one (SAME_STEP autoreset): the
+        # transition gets the real last observation. Only terminations are stored as the end of
+        # the bootstrap; a truncated transition keeps its next state's value.
+        real_next_obs = next_obs.copy()
+        for env_idx in np.flatnonzero(terminations | truncations):
+            real_next_obs[env_idx] = infos["final_obs"][env_idx]
+        buffer.add(obs, actions, rewards, real_next_obs, terminations)
+        obs = next_obs
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                episodic_returns.append(float(infos["episode"]["r"][i]))
+                episodic_lengths.append(int(infos["episode"]["l"][i]))
+                writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+                writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
 
-            # ---- Update: one gradient step of both Q networks per vector step, on the soft
-            # Bellman target y = r + gamma * (1 - terminated) * (min Q'(s', a') - alpha log pi).
-            if global_step > updates_start:
-                num_updates += 1
-                batch = tuple(map(to_tensor, buffer.sample(args.batch_size, rng)))
-                b_obs = batch[0]
-                qf1_loss, qf2_loss, qf1_values, qf2_values = q_losses(
-                    actor, qf1, qf2, qf1_target, qf2_target, batch, alpha, args.gamma
-                )
-                qf_loss = qf1_loss + qf2_loss
-                q_optimizer.zero_grad()
-                qf_loss.backward()
-                q_optimizer.step()
+        # ---- Update: one gradient step of both Q networks per vector step, on the soft Bellman
+        # target y = r + gamma * (1 - terminated) * (min Q'(s', a') - alpha log pi).
+        if global_step > updates_start:
+            updates_start_time = updates_start_time or time.time()
+            num_updates += 1
+            batch = tuple(map(to_tensor, buffer.sample(args.batch_size, rng)))
+            qf1_loss, qf2_loss, qf1_values, qf2_values = compiled.soft_q_losses(
+                actor, qf1, qf2, qf1_target, qf2_target, batch, alpha, args.gamma
+            )
+            qf_loss = qf1_loss + qf2_loss
+            q_optimizer.zero_grad()
+            qf_loss.backward()
+            q_optimizer.step()
 
-                # ---- Actor and temperature: delayed, then as many steps as were skipped.
-                if num_updates % args.policy_frequency == 0:
-                    # The actor's gradient flows through the Q networks into the action; their
-                    # own weights need no gradient here.
-                    for p in q_params:
-                        p.requires_grad_(False)
-                    for _ in range(args.policy_frequency):
-                        actor_loss, log_pi = policy_loss(actor, qf1, qf2, b_obs, alpha)
-                        actor_optimizer.zero_grad()
-                        actor_loss.backward()
-                        actor_optimizer.step()
+            # ---- Actor and temperature: delayed, then as many steps as were skipped.
+            if num_updates % args.policy_frequency == 0:
+                # The actor's gradient flows through the Q networks into the action; their own
+                # weights need no gradient here.
+                for p in q_params:
+                    p.requires_grad_(False)
+                for _ in range(args.policy_frequency):
+                    actor_loss, log_pi = compiled.soft_actor_loss(actor, qf1, qf2, batch[0], alpha)
+                    actor_optimizer.zero_grad()
+                    actor_loss.backward()
+                    actor_optimizer.step()
 
-                        if args.autotune:
-                            # Raises alpha when the entropy -log pi is below the target,
-                            # lowers it above.
-                            alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
-                            alpha_optimizer.zero_grad()
-                            alpha_loss.backward()
-                            alpha_optimizer.step()
-                            alpha = log_alpha.detach().exp()
-                    for p in q_params:
-                        p.requires_grad_(True)
-
-                # ---- Targets: Polyak averages of the online Q networks.
-                if num_updates % args.target_network_frequency == 0:
-                    polyak_update(qf1.parameters(), qf1_target.parameters(), args.tau)
-                    polyak_update(qf2.parameters(), qf2_target.parameters(), args.tau)
-
-                # Diagnostics every 100 updates; qf_loss: the mean of the two, as CleanRL logs it.
-                if log.update_due(num_updates):
-                    losses = {
-                        "qf1_values": qf1_values.mean(),
-                        "qf2_values": qf2_values.mean(),
-                        "qf1_loss": qf1_loss,
-                        "qf2_loss": qf2_loss,
-                        "qf_loss": qf_loss / 2.0,
-                        "actor_loss": actor_loss,
-                        "entropy": -log_pi.mean(),
-                        "alpha": alpha,
-                    }
                     if args.autotune:
-                        losses["alpha_loss"] = alpha_loss
-                    log.update(global_step, num_updates, losses)
+                        # Raises alpha when the entropy -log pi is below the target, lowers it above.
+                        alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()
+                        alpha_optimizer.zero_grad()
+                        alpha_loss.backward()
+                        alpha_optimizer.step()
+                        alpha = log_alpha.detach().exp()
+                for p in q_params:
+                    p.requires_grad_(True)
 
-            log.speed(global_step, iteration, iteration == num_iterations)
-            if log.checkpoint_due(global_step, iteration == num_iterations):
-                save_checkpoint(
-                    run_dir, args, parts, log_alpha, buffer, rng, global_step, iteration, num_updates, device
-                )
+            # ---- Targets: Polyak averages of the online Q networks.
+            if num_updates % args.target_network_frequency == 0:
+                polyak_update(qf1.parameters(), qf1_target.parameters(), args.tau)
+                polyak_update(qf2.parameters(), qf2_target.parameters(), args.tau)
 
+            # Diagnostics every 100 updates (.item() waits for the device), once the actor has been
+            # updated in this process; qf_loss: the mean of the two, as CleanRL logs it.
+            if num_updates % 100 == 0 and num_updates - first_update >= args.policy_frequency:
+                scalars = {
+                    "losses/qf1_values": qf1_values.mean().item(),
+                    "losses/qf2_values": qf2_values.mean().item(),
+                    "losses/qf1_loss": qf1_loss.item(),
+                    "losses/qf2_loss": qf2_loss.item(),
+                    "losses/qf_loss": (qf_loss / 2.0).item(),
+                    "losses/actor_loss": actor_loss.item(),
+                    "losses/entropy": -log_pi.mean().item(),
+                    "losses/alpha": alpha.item(),
+                    "charts/updates_per_second": (num_updates - first_update) / (time.time() - updates_start_time),
+                }
+                if args.autotune:
+                    scalars["losses/alpha_loss"] = alpha_loss.item()
+                for tag, value in scalars.items():
+                    writer.add_scalar(tag, value, global_step)
+
+        if iteration % 100 == 0 or iteration == num_iterations:
+            sps = int((global_step - start_step) / (time.time() - start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            bar.update(global_step - bar.n)
+            bar.set_postfix(sps=sps, ret=np.mean(episodic_returns[-20:] or np.nan), refresh=False)
+        # checkpoint.pt: what --resume needs to carry on as if the run had not stopped.
+        every = args.checkpoint_every
+        if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
+            last_checkpoint_step = global_step
+            state = dict(iteration=iteration, num_updates=num_updates, numpy_rng_state=rng.bit_generator.state)
+            save(run_dir, "checkpoint.pt", args, actor, global_step, **state, **parts)
+    bar.close()
     envs.close()
-    return finish_run(args, actor, run_dir, writer, log, global_step, num_updates, device)
+
+    # The end: model.pt, the deterministic policy's evaluation, the summary.
+    sps = int((global_step - start_step) / (time.time() - start_time))
+    updates_per_second = (num_updates - first_update) / (time.time() - (updates_start_time or 0.0))
+    model_path = save(run_dir, "model.pt", args, actor, global_step) if args.save_model else None
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        eval_returns = play(
+            actor, args.env_id, args.eval_episodes, first_eval_seed(args), device, video_dir, args.progress
+        )
+        for i, episodic_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, i)
+        mean, std = np.mean(eval_returns), np.std(eval_returns)
+        print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(eval_returns)} deterministic episodes")
+    recent = np.mean(episodic_returns[-20:] or np.nan)
+    print(
+        f"done: {global_step} steps, {sps} steps/s, {updates_per_second:.0f} updates/s, last 20 episodes {recent:.1f}"
+    )
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    result = dict(global_step=global_step, num_updates=num_updates, sps=sps, updates_per_second=updates_per_second)
+    result.update(episodic_returns=episodic_returns, episodic_lengths=episodic_lengths, eval_returns=eval_returns)
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt") if args.checkpoint_every > 0 else None
+    return dict(result, run_dir=run_dir, model_path=model_path, checkpoint_path=checkpoint_path)
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
+# ---- Evaluation
 @torch.no_grad()
-def play(
-    actor: Actor,
-    env_id: str,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    capture_video: bool = False,
-    video_dir: str = "videos",
-    progress: bool = False,
-) -> list:
+def play(actor: Actor, env_id: str, episodes: int, seed: int, device, video_dir=None, progress=False) -> list:
     """Run the deterministic policy (tanh of the mean, rescaled) for whole episodes, the first
-    seeded `seed`, the next counting up."""
-    env = make_env(env_id, 0, capture_video, video_dir)()
+    seeded `seed`, the next counting up; with a video_dir, record them there."""
+    env = make_env(env_id, 0, video_dir is not None, video_dir)()
     returns = []
-    with EvalProgress(progress, episodes) as shown:
-        for episode in range(episodes):
-            raw_obs, _ = env.reset(seed=seed + episode)
-            done, total = False, 0.0
-            while not done:
-                obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
-                action = actor.greedy_action(obs)[0].cpu().numpy()
-                raw_obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-            shown.advance(total)
+    bar = progress_bar(progress, episodes, desc="evaluating", unit="episode")
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
+            action = actor.greedy_action(obs)[0].cpu().numpy()
+            raw_obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        bar.update(1)
+        bar.set_postfix(ret=np.mean(returns), refresh=False)
+    bar.close()
     env.close()
     return returns
 
 
-def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: Optional[int] = None,
-    cuda: bool = False,
-    capture_video: bool = False,
-    progress: bool = False,
-) -> list:
+def evaluate(model_path, env_id=None, episodes=10, seed=None, cuda=False, capture_video=False, progress=False) -> list:
     """Load a model.pt and return the episodic returns of its deterministic policy. The default
     seed is that of the evaluation at the end of its training, so that the same games are played."""
     actor, saved, env_id, device = load_agent(model_path, env_id, cuda)
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval") if capture_video else None
     seed = first_eval_seed(saved) if seed is None else seed
-    return play(actor, env_id, episodes, seed, device, capture_video, video_dir, progress)
+    return play(actor, env_id, episodes, seed, device, video_dir, progress)
 
 
-# =============================================================================================
-# Plumbing: what running the script needs and learning the algorithm does not. A reader of
-# the algorithm may stop here.
-# =============================================================================================
+# ---- Plumbing: errors, checkpoint files, run folders, progress, W&B. A reader of the algorithm may stop here.
 class ConfigError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
 
 
 def validate(args: Args) -> None:
-    """Refuse, in one line, the settings that cannot mean anything."""
-    for name in [
-        "total_timesteps",
-        "num_envs",
-        "buffer_size",
-        "batch_size",
-        "policy_frequency",
-        "target_network_frequency",
-        "hidden_size",
-        "torch_threads",
-    ]:
+    """Refuse, in one line, the settings that cannot mean anything (written so that NaN fails too)."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_frequency"]
+    positive += ["target_network_frequency", "hidden_size", "torch_threads"]
+    for name in positive:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["policy_lr", "q_lr", "alpha", "eval_episodes", "checkpoint_every"]:
@@ -572,19 +550,20 @@ def validate(args: Args) -> None:
         raise ConfigError(f"--gamma must be between 0 and 1, got {args.gamma}")
     if not 0 < args.tau <= 1:
         raise ConfigError(f"--tau must be more than 0 and at most 1, got {args.tau}")
+    if not 0 <= args.seed <= 2**32 - 1:
+        raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.buffer_size < args.num_envs:
         raise ConfigError(f"--buffer-size {args.buffer_size} cannot hold one step of {args.num_envs} envs")
     if args.total_timesteps < args.num_envs:
+        n, steps = args.num_envs, args.total_timesteps
+        raise ConfigError(f"--total-timesteps {steps} is less than one step of all envs (num_envs = {n})")
+    if not 0 <= args.learning_starts < args.total_timesteps:
         raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one step of all envs (num_envs = {args.num_envs})"
+            f"--learning-starts {args.learning_starts} must be in [0, --total-timesteps {args.total_timesteps}): "
+            "otherwise no update ever happens"
         )
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
-    if not 0 <= args.learning_starts < args.total_timesteps:
-        raise ConfigError(
-            f"--learning-starts {args.learning_starts} must be in [0, --total-timesteps "
-            f"{args.total_timesteps}): otherwise no update ever happens"
-        )
 
 
 def flag(name: str) -> str:
@@ -599,7 +578,7 @@ def check_env(env_id: str) -> None:
         raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
     except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
         raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
-    action_space, observation_space = env.action_space, env.observation_space
+    action_space, space = env.action_space, env.observation_space
     env.close()
     if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         raise ConfigError(f"{env_id} has a discrete action space; use ppo_discrete.py")
@@ -607,32 +586,13 @@ def check_env(env_id: str) -> None:
         raise ConfigError(f"{env_id} has action space {action_space}; this script needs a Box of shape (n,)")
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ConfigError(f"{env_id} has unbounded actions {action_space}; SAC squashes actions into finite bounds")
-    part = unflattenable_part(observation_space)
-    if part is not None:
+    try:
+        gym.spaces.flatdim(space)
+    except (NotImplementedError, ValueError, TypeError):
         raise ConfigError(
-            f"{env_id}: the observation part {part} cannot be flattened into a vector; "
-            "wrap the env in a gymnasium ObservationWrapper that encodes it as a Box, or drops it"
-        )
-
-
-def unflattenable_part(space: gym.Space, path: str = "observation") -> Optional[str]:
-    """Where in a (nested) Dict or Tuple space a part lies that gymnasium cannot flatten into a
-    fixed-size vector (Text, Graph, Sequence, ...), as `observation['key'][0] (Text(...))`."""
-    if isinstance(space, gym.spaces.Dict):
-        parts = [(f"{path}[{key!r}]", sub) for key, sub in space.spaces.items()]
-    elif isinstance(space, gym.spaces.Tuple):
-        parts = [(f"{path}[{i}]", sub) for i, sub in enumerate(space.spaces)]
-    else:
-        try:
-            gym.spaces.flatdim(space)
-            return None
-        except (NotImplementedError, ValueError, TypeError):
-            return f"{path} ({space})"
-    for sub_path, sub in parts:
-        found = unflattenable_part(sub, sub_path)
-        if found is not None:
-            return found
-    return None
+            f"{env_id}: the observation space {space} cannot be flattened into a vector; wrap the env in a "
+            "gymnasium ObservationWrapper that encodes it as a Box, or drops the part"
+        ) from None
 
 
 def select_device(cuda: bool, torch_threads: int) -> torch.device:
@@ -657,7 +617,7 @@ def maybe_compile(fn, args: Args):
 
     def copied(*inputs):
         # A replay writes its outputs into memory that a later replay reuses: hand back copies,
-        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        # which the training loop may keep (the losses for the logs).
         out = graphed(*inputs)
         return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
@@ -677,8 +637,8 @@ def first_eval_seed(args: Args) -> int:
     return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
 
 
-# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
 def save_atomic(obj: dict, path: str) -> None:
+    """Write to a temporary file and rename it: a kill never leaves a broken file."""
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
         torch.save(obj, f)
@@ -702,18 +662,12 @@ def load_file(path: str, required_keys: tuple) -> dict:
     return data
 
 
-# The networks and optimizers a checkpoint.pt must hold; restore loads the temperature's
-# (log_alpha, alpha_optimizer) and the replay buffer too where the file has them.
-CHECKPOINT_PARTS = ("actor", "qf1", "qf2", "qf1_target", "qf2_target", "actor_optimizer", "q_optimizer")
-
-
-def args_to_run(args: Args) -> tuple:
+def load_settings(args: Args) -> tuple:
     """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
     how it is run (device, progress, W&B) may change. Returns (args, checkpoint or None)."""
     checkpoint = None
     if args.resume is not None:
-        required = (*CHECKPOINT_PARTS, "args", "global_step", "iteration", "num_updates")
-        checkpoint = load_file(args.resume, required)
+        checkpoint = load_file(args.resume, ("actor", "args", "global_step", "iteration", "num_updates"))
         saved = Args(**checkpoint["args"])
         saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
@@ -722,46 +676,42 @@ def args_to_run(args: Args) -> tuple:
     return args, checkpoint
 
 
-def restore(args, checkpoint, parts, log_alpha, buffer, rng, device) -> tuple:
-    """Load a checkpoint's weights, optimizers, temperature, replay buffer and random states;
-    returns (global_step, first iteration, num_updates), which are (0, 1, 0) for a new run."""
+def restore(args: Args, checkpoint: Optional[dict], parts: dict, rng: np.random.Generator, device) -> tuple:
+    """Load a checkpoint's parts (networks, optimizers, temperature, replay buffer) and random
+    states; returns (global_step, first iteration, num_updates), which are (0, 1, 0) for a new run."""
     if checkpoint is None:
         return 0, 1, 0
-    for name in CHECKPOINT_PARTS:
-        parts[name].load_state_dict(checkpoint[name])
-    if "log_alpha" in checkpoint:
-        with torch.no_grad():
-            log_alpha.copy_(checkpoint["log_alpha"])
-        parts["alpha_optimizer"].load_state_dict(checkpoint["alpha_optimizer"])
-    if "buffer" in checkpoint:
-        buffer.load_state_dict(checkpoint["buffer"])
+    missing = [name for name in parts if name not in checkpoint]
+    if missing:
+        raise ConfigError(f"{args.resume} is not a checkpoint of this script (missing {missing})")
+    for name, part in parts.items():
+        if isinstance(part, torch.Tensor):
+            with torch.no_grad():
+                part.copy_(checkpoint[name])
+        else:
+            part.load_state_dict(checkpoint[name])
     torch.set_rng_state(checkpoint["torch_rng_state"])
     if device.type == "cuda" and "cuda_rng_state" in checkpoint:
         torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
     rng.bit_generator.state = checkpoint["numpy_rng_state"]
-    print(f"resumed from {args.resume} at step {checkpoint['global_step']}, replay buffer of {buffer.size} transitions")
+    size = parts["buffer"].size if "buffer" in parts else 0
+    print(f"resumed from {args.resume} at step {checkpoint['global_step']}, replay buffer of {size} transitions")
     return checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["num_updates"]
 
 
-def save_checkpoint(run_dir, args, parts, log_alpha, buffer, rng, global_step, iteration, num_updates, device) -> None:
-    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped; the replay
-    buffer only with --checkpoint-buffer (without it, a resumed run refills one)."""
-    state = {
-        **{name: part.state_dict() for name, part in parts.items()},
-        "log_alpha": log_alpha.detach(),
-        "args": asdict(args),
-        "global_step": global_step,
-        "iteration": iteration,
-        "num_updates": num_updates,
-        "run_dir": run_dir,
-        "torch_rng_state": torch.get_rng_state(),
-        "numpy_rng_state": rng.bit_generator.state,
-    }
-    if device.type == "cuda":
-        state["cuda_rng_state"] = torch.cuda.get_rng_state()
-    if args.checkpoint_buffer:
-        state["buffer"] = buffer.state_dict()
-    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
+def save(run_dir: str, filename: str, args: Args, actor: Actor, global_step: int, **resume_state) -> str:
+    """model.pt: what evaluate needs (the actor's weights and action bounds, the args, the step).
+    checkpoint.pt: the same, and what --resume needs: resume_state (a part with a state_dict is
+    stored as that), the run folder and torch's random states. Returns the file's path."""
+    state = {"actor": actor.state_dict(), "args": asdict(args), "global_step": global_step}
+    if resume_state:
+        state.update({k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in resume_state.items()})
+        state.update(run_dir=run_dir, torch_rng_state=torch.get_rng_state())
+        if torch.cuda.is_initialized():
+            state["cuda_rng_state"] = torch.cuda.get_rng_state()
+    path = os.path.join(run_dir, filename)
+    save_atomic(state, path)
+    return path
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
@@ -774,18 +724,15 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     device = select_device(cuda, saved.torch_threads)
     env = make_env(env_id, 0, False, "")()
     obs_dim = int(np.prod(env.observation_space.shape))
-    low, high = env.action_space.low, env.action_space.high
-    actor = Actor(obs_dim, low, high, saved.hidden_size).to(device)
+    actor = Actor(obs_dim, env.action_space.low, env.action_space.high, saved.hidden_size).to(device)
     env.close()
     try:
         actor.load_state_dict(data["actor"])
     except RuntimeError as e:
         raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
-    actor.eval()
-    return actor, saved, env_id, device
+    return actor.eval(), saved, env_id, device
 
 
-# ---- Run folder, TensorBoard, W&B, progress
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
     """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
     the same scalars to W&B with --track. Returns (run_dir, writer)."""
@@ -795,7 +742,10 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
         run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder under {args.runs_dir}: {e.strerror or e}") from None
     print(f"device: {device}, run: {run_dir}")
     if args.track:
         try:
@@ -816,206 +766,29 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     return run_dir, writer
 
 
-class TrainingLog:
-    """The episodes' returns, the diagnostics of the updates (TensorBoard, CleanRL's names),
-    the progress bar, and when a checkpoint is due."""
+def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "training", unit: str = "step"):
+    """A tqdm bar, silent unless stdout is a terminal."""
+    from tqdm import tqdm
 
-    def __init__(self, args: Args, writer: SummaryWriter, global_step: int, num_updates: int):
-        self.args, self.writer = args, writer
-        self.episodic_returns, self.episodic_lengths = [], []
-        self.start_time, self.start_step = time.time(), global_step
-        self.last_checkpoint_step = global_step
-        # Updates of this process: the first one's number, and (time, number) once one is done.
-        self.first_update, self.updates_clock = num_updates, None
-        self.progress = make_progress(args.progress)
-        self.task = self.progress.add_task(
-            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
-        )
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def episodes(self, infos: dict, global_step: int) -> None:
-        """Log the episodes that ended at this step, as RecordEpisodeStatistics saw them."""
-        if "episode" not in infos:
-            return
-        for env_idx in np.flatnonzero(infos["_episode"]):
-            self.episodic_returns.append(float(infos["episode"]["r"][env_idx]))
-            self.episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
-            self.writer.add_scalar("charts/episodic_return", self.episodic_returns[-1], global_step)
-            self.writer.add_scalar("charts/episodic_length", self.episodic_lengths[-1], global_step)
-
-    def sps(self, global_step: int) -> int:
-        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
-
-    def recent_return(self) -> float:
-        returns = self.episodic_returns[-20:]
-        return float(np.mean(returns)) if returns else float("nan")
-
-    def updates_per_second(self, num_updates: int) -> float:
-        """Updates of this process since its first one, per second of wall-clock time."""
-        if self.updates_clock is None:
-            return 0.0
-        start_time, start_update = self.updates_clock
-        return (num_updates - start_update) / max(time.time() - start_time, 1e-9)
-
-    def update_due(self, num_updates: int) -> bool:
-        """Whether this update's diagnostics are logged: every 100 updates (.item() waits for the
-        device, so not at every one), once the actor has been updated in this process."""
-        if self.updates_clock is None:
-            self.updates_clock = (time.time(), num_updates)
-        trained_actor = num_updates - self.first_update >= self.args.policy_frequency
-        return num_updates % 100 == 0 and trained_actor
-
-    def update(self, global_step: int, num_updates: int, losses: dict) -> None:
-        """What diagnosing SAC needs: the Q values and losses, the actor's loss, the policy's
-        entropy, the temperature (and its loss), and the updates per second."""
-        for name, value in losses.items():
-            self.writer.add_scalar(f"losses/{name}", value.item(), global_step)
-        ups = self.updates_per_second(num_updates)
-        self.writer.add_scalar("charts/updates_per_second", ups, global_step)
-
-    def speed(self, global_step: int, iteration: int, last_iteration: bool) -> None:
-        """Steps per second and the progress bar, every 100 vector steps and at the last."""
-        if iteration % 100 == 0 or last_iteration:
-            sps = self.sps(global_step)
-            self.writer.add_scalar("charts/SPS", sps, global_step)
-            self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
-
-    def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
-        every = self.args.checkpoint_every
-        if every > 0 and (global_step - self.last_checkpoint_step >= every or last_iteration):
-            self.last_checkpoint_step = global_step
-            return True
-        return False
-
-
-def finish_run(args, actor, run_dir, writer, log, global_step, num_updates, device) -> dict:
-    """Save model.pt, evaluate the deterministic policy, and close the logs. Returns what `train`
-    returns."""
-    sps = log.sps(global_step)
-    updates_per_second = log.updates_per_second(num_updates)
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        model = {"actor": actor.state_dict(), "args": asdict(args), "global_step": global_step}
-        save_atomic(model, model_path)
-    eval_returns = []
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(
-            actor,
-            args.env_id,
-            args.eval_episodes,
-            first_eval_seed(args),
-            device,
-            args.capture_video,
-            video_dir,
-            args.progress,
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print_eval(eval_returns, "deterministic episodes")
-    print(
-        f"done: {global_step} steps, {sps} steps/s, {updates_per_second:.0f} updates/s, "
-        f"last 20 episodes {log.recent_return():.1f}"
-    )
-    writer.close()
-    if args.track:
-        import wandb
-
-        wandb.finish()
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    return {
-        "global_step": global_step,
-        "episodic_returns": log.episodic_returns,
-        "episodic_lengths": log.episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
-        "updates_per_second": updates_per_second,
-        "num_updates": num_updates,
-        "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-    }
-
-
-def print_eval(returns: list, what: str) -> None:
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
-
-
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
-
-
-class EvalProgress:
-    """A progress bar over evaluation episodes, with the mean return so far."""
-
-    def __init__(self, enabled: bool, episodes: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.returns = []
-        self.progress = Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mean return {task.fields[ret]:.1f}"),
-            disable=not (enabled and sys.stdout.isatty()),
-        )
-        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def advance(self, episode_return: float) -> None:
-        self.returns.append(episode_return)
-        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not (enabled and sys.stdout.isatty()))
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
-    printed as one line with exit code 2."""
-    cli_args = tyro.cli(Args)
+    """The command line: train, or with --eval-only evaluate a saved model. A bad setting, or a
+    file or folder that cannot be written, is printed as one line with exit code 2."""
+    args = tyro.cli(Args)
     try:
-        if cli_args.eval_only is not None:
-            eval_returns = evaluate(
-                cli_args.eval_only,
-                None,
-                cli_args.eval_episodes,
-                cli_args.eval_seed,
-                cli_args.cuda,
-                cli_args.capture_video,
-                cli_args.progress,
-            )
-            print_eval(eval_returns, f"episodes: {eval_returns}")
+        if args.eval_only is None:
+            train(args)
+        elif args.eval_episodes < 1:
+            raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
         else:
-            train(cli_args)
-    except ConfigError as e:
+            returns = evaluate(
+                args.eval_only, None, args.eval_episodes, args.eval_seed, args.cuda, args.capture_video, args.progress
+            )
+            mean, std = np.mean(returns), np.std(returns)
+            print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} episodes: {returns}")
+    except (ConfigError, OSError) as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
 

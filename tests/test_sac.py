@@ -155,7 +155,7 @@ def fill(buffer, first: int, steps: int, num_envs: int) -> None:
     """Transition k (counted across envs) holds k in every field."""
     for step in range(steps):
         k = first + step * num_envs + np.arange(num_envs, dtype=np.float32)
-        buffer.add(k[:, None], k[:, None] + 0.5, -k[:, None], k, k % 2)
+        buffer.add(k[:, None], -k[:, None], k, k[:, None] + 0.5, k % 2)
 
 
 def test_replay_buffer_wraps_around_and_samples_whole_transitions():
@@ -359,7 +359,7 @@ def test_resume_carries_on_where_the_checkpoint_left_off(tmp_path, monkeypatch, 
         (dict(resume="missing/checkpoint.pt"), "no such file: missing/checkpoint.pt"),
         (
             dict(env_id="test/SequenceObsBox-v0"),
-            "the observation part observation['items'] (Sequence",
+            "the observation space Dict('items': Sequence(Discrete(3), stack=False), 'position'",
         ),
         # Every knob with a meaningful range: refused before anything runs.
         (dict(num_envs=0), "--num-envs must be positive, got 0"),
@@ -380,6 +380,10 @@ def test_resume_carries_on_where_the_checkpoint_left_off(tmp_path, monkeypatch, 
         (dict(tau=0.0), "--tau must be more than 0 and at most 1, got 0.0"),
         (dict(tau=1.5), "--tau must be more than 0 and at most 1, got 1.5"),
         (dict(total_timesteps=3, num_envs=4, learning_starts=0), "less than one step of all envs"),
+        (dict(seed=-1), "--seed must be between 0 and 2**32 - 1, got -1"),
+        (dict(seed=2**32), "--seed must be between 0 and 2**32 - 1, got 4294967296"),
+        # /dev/null is no folder, even for root: the run's folder cannot be made under it.
+        (dict(runs_dir="/dev/null/runs"), "cannot create the run folder under /dev/null/runs"),
     ],
 )
 def test_bad_input_is_refused_clearly(tmp_path, overrides, message):
@@ -417,6 +421,11 @@ def test_corrupt_or_foreign_files_are_refused(tmp_path):
         (["--env-id", "CartPole-v1"], "use ppo_discrete.py"),
         (["--eval-only", "garbage.pt"], "cannot read garbage.pt"),
         (["--tau", "2"], "--tau must be more than 0 and at most 1, got 2.0"),
+        # Refused before the file is read: garbage.pt would be another error.
+        (
+            ["--eval-only", "garbage.pt", "--eval-episodes", "0"],
+            "--eval-episodes must be positive with --eval-only, got 0",
+        ),
         (["--cuda"] if not torch.cuda.is_available() else ["--resume", "missing.pt"], "error"),
     ],
 )
