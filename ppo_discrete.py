@@ -8,14 +8,14 @@ clipped surrogate objective that keeps the new policy close to the one that coll
 Works with any gymnasium environment whose action space is Discrete: CartPole-v1 by default,
 LunarLander-v3, Acrobot-v1, or your own registered as `my_module:MyEnv-v0`.
 
-Reproduce the README's CartPole-v1 figure (defaults, 100k steps):
-    python ppo_discrete.py --seed 1
-Evaluate a saved model (the games of the evaluation that ended its training):
-    python ppo_discrete.py --eval-only runs/<run>/model.pt
+Usage:
+    python ppo_discrete.py --seed 1                         # the README's CartPole-v1 figure: defaults, 100k steps
+    python ppo_discrete.py --checkpoint-every 10000         # then, after a kill: --resume runs/<run>/checkpoint.pt
+    python ppo_discrete.py --eval-only runs/<run>/model.pt  # replays the games of the evaluation that ended training
 
 Read from the top: the arguments, the environment, the math, the network, the training loop,
 evaluation. The last section, after "Plumbing", is what running a script needs and learning the
-algorithm does not: errors, checkpoint files, run folders, logging, the command line.
+algorithm does not: errors, checkpoint files, run folders, progress, W&B, the command line.
 """
 
 import os
@@ -48,8 +48,6 @@ class Args:
     """Adam learning rate"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over training"""
-    lr_schedule_steps: int = 0
-    """steps over which the learning rate decays to 0 (0: --total-timesteps; more: stop midway)"""
     gamma: float = 0.98
     """discount factor"""
     gae_lambda: float = 0.8
@@ -114,9 +112,7 @@ class Args:
     """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------
+# ---- Environment
 def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
     """Return a thunk that builds one environment; vector envs call it in each slot."""
 
@@ -146,9 +142,7 @@ def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The math, as pure functions
-# ---------------------------------------------------------------------------------------------
+# ---- The math, as pure functions
 def compute_gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -185,11 +179,7 @@ def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float)
 
 
 def value_loss(
-    new_values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    clip_coef: float,
-    clip_vloss: bool,
+    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float, clip_vloss: bool
 ) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
     where the clipped prediction stays within clip_coef of the value that collected the data.
@@ -221,9 +211,7 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
     return (1.0 - (targets - predictions).var() / var_targets).item()
 
 
-# ---------------------------------------------------------------------------------------------
-# The network
-# ---------------------------------------------------------------------------------------------
+# ---- The network
 class RunningMeanStd(nn.Module):
     """Running mean and variance of observations, merged batch by batch with the parallel
     variance formula (Chan et al. 1979). Buffers, so they are saved in the model's state_dict."""
@@ -233,19 +221,15 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.clip = clip
-        self.epsilon = epsilon
+        self.clip, self.epsilon = clip, epsilon
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
         batch = batch.to(torch.float64)
-        batch_mean = batch.mean(0)
-        batch_var = batch.var(0, unbiased=False)
-        batch_count = batch.shape[0]
+        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
         total = self.count + batch_count
         delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * batch_count
-        m2 = m2 + delta**2 * self.count * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
         self.mean += delta * batch_count / total
         self.var.copy_(m2 / total)
         self.count.copy_(total)
@@ -287,16 +271,15 @@ class Agent(nn.Module):
             layer_init(nn.Linear(hidden_size, n_actions), std=0.01),
         )
 
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         return obs if self.obs_rms is None else self.obs_rms(obs)
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
     def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
-        Same distribution as Categorical(logits).sample(), without building a distribution
-        object at every environment step."""
+        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise). Same distribution as
+        Categorical(logits).sample(), without building a distribution object at every environment step."""
         logits = self.actor(obs)
         gumbel = -torch.empty_like(logits).exponential_().log()
         return torch.argmax(logits + gumbel, dim=-1)
@@ -312,9 +295,7 @@ class Agent(nn.Module):
         return action_log_prob, entropy, self.get_value(obs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The loss of one minibatch, on the network above
-# ---------------------------------------------------------------------------------------------
+# ---- Training
 def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns, args) -> tuple:
     """The PPO objective of one minibatch as a loss to minimize,
         L = L_clip - ent_coef * entropy + vf_coef * L_value,
@@ -331,13 +312,10 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns,
     return loss, pg_loss, v_loss, entropy_loss, ratio
 
 
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
     """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder
-    and the model file (the rest of the plumbing is at the end of the file)."""
-    args, checkpoint = args_to_run(args)
+    and the model file (the plumbing it calls is at the end of the file)."""
+    args, checkpoint = load_settings(args)
     device = select_device(args.cuda, args.torch_threads)
     run_dir, writer = start_run(args, checkpoint, device)
     seed_everything(args.seed, args.torch_deterministic)
@@ -352,211 +330,233 @@ def train(args: Args) -> dict:
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
-    schedule_iterations = (args.lr_schedule_steps or args.total_timesteps) // batch_size
 
-    # Rollout storage. Observations are stored already normalized: the update sees exactly
-    # what the policy saw when it acted. Rewards and dones arrive from the envs as numpy
-    # arrays and stay numpy until the rollout ends: one transfer per rollout, not per step.
+    # Rollout storage. Observations are stored already normalized: the update sees exactly what the policy saw
+    # when it acted. Rewards and dones stay numpy until the rollout ends: one transfer per rollout, not per step.
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    # What the running statistics are updated with, once per rollout: the raw observations
-    # acted on, and each env's discounted return (for reward scaling).
+    # What the running statistics are updated with, once per rollout: the raw observations acted on, and each
+    # env's discounted return (for reward scaling).
     raw_obs_np = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
-    returns_np = np.zeros((args.num_steps, args.num_envs))
+    discounted_returns_np = np.zeros((args.num_steps, args.num_envs))
 
     def to_obs_tensor(raw) -> torch.Tensor:
         raw = torch.as_tensor(raw, dtype=torch.float32, device=device)
-        return agent.normalize(raw.reshape(-1, obs_dim))
+        return agent.normalize_obs(raw.reshape(-1, obs_dim))
 
     # A resumed run starts fresh episodes, seeded differently from the first start.
     raw_obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
     next_obs = to_obs_tensor(raw_obs)
-    discounted_return = np.zeros(args.num_envs)
-    with TrainingLog(args, writer, global_step) as log:
-        for iteration in range(start_iteration, num_iterations + 1):
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / schedule_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+    discounted_return = np.zeros(args.num_envs)  # each env's running return, for reward scaling
+    episodic_returns = []  # what the env paid per finished episode, raw, in the order they ended
+    start_time, start_step, last_checkpoint_step = time.time(), global_step, global_step
+    sps, recent_return = 0, float("nan")  # recent_return: the mean of the last 20 episodes, for the progress bar
+    bar = progress_bar(args.progress, args.total_timesteps, global_step)
+    for iteration in range(start_iteration, num_iterations + 1):
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / num_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            # ---- Rollout: only the action is needed per step; values and log-probs of the
-            # whole batch are computed afterwards in one pass, with the same weights.
-            truncated_slots, truncated_obs = [], []
-            for step in range(args.num_steps):
-                global_step += args.num_envs
-                obs[step] = next_obs
-                raw_obs_np[step] = raw_obs.reshape(args.num_envs, obs_dim)
-                with torch.no_grad():
-                    action = agent.sample_action(next_obs)
-                actions[step] = action
-                raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                rewards_np[step] = reward
-                dones_np[step] = np.logical_or(terminations, truncations)
-                next_obs = to_obs_tensor(raw_obs)
-                # Each env's discounted return restarts at its episode end, truncations included.
-                discounted_return = discounted_return * args.gamma + reward
-                returns_np[step] = discounted_return
-                discounted_return[terminations | truncations] = 0.0
-
-                # Time-limit truncation is not failure: remember the real last observation,
-                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
-                for env_idx in np.flatnonzero(truncations & ~terminations):
-                    truncated_slots.append((step, env_idx))
-                    truncated_obs.append(infos["final_obs"][env_idx])
-                log.episodes(infos, global_step)
-
-            # ---- Advantages, with every value from the weights that acted.
+        # ---- Rollout: only the action is needed per step; values and log-probs of the
+        # whole batch are computed afterwards in one pass, with the same weights.
+        truncated_slots, truncated_obs = [], []
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            raw_obs_np[step] = raw_obs.reshape(args.num_envs, obs_dim)
             with torch.no_grad():
-                if agent.return_rms is not None:
-                    # Scale rewards by the std of the discounted return, not of the reward, as
-                    # the original PPO code does; the statistics include this rollout's returns.
-                    agent.return_rms.update(torch.as_tensor(returns_np.reshape(-1), device=device))
-                    scale = np.sqrt(agent.return_rms.var.item() + 1e-8)
-                    rewards_np[:] = np.clip(rewards_np / scale, -10, 10)
-                rewards = torch.as_tensor(rewards_np, device=device).clone()
-                dones = torch.as_tensor(dones_np, device=device)
-                b_obs = obs.reshape(-1, obs_dim)
-                b_actions = actions.reshape(-1)
-                b_logprobs, _, b_values = agent.evaluate_actions(b_obs, b_actions)
-                values = b_values.reshape(args.num_steps, args.num_envs)
-                if truncated_obs:
-                    # Added after the scaling above: V estimates the return of scaled rewards, so
-                    # gamma * V(final_obs) is already in the units of the scaled reward it joins.
-                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
-                    for (step, env_idx), final_value in zip(truncated_slots, final_values):
-                        rewards[step, env_idx] += args.gamma * final_value
-                next_value = agent.get_value(next_obs)
-                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
-                returns = advantages + values
+                action = agent.sample_action(next_obs)
+            actions[step] = action
+            raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            rewards_np[step] = reward
+            dones_np[step] = np.logical_or(terminations, truncations)
+            next_obs = to_obs_tensor(raw_obs)
+            # Each env's discounted return restarts at its episode end, truncations included.
+            discounted_return = discounted_return * args.gamma + reward
+            discounted_returns_np[step] = discounted_return
+            discounted_return[terminations | truncations] = 0.0
 
-                # Observation statistics: updated once per rollout, after its advantages, so that
-                # every step of a batch (and its bootstrap values) saw the same normalization.
-                if agent.obs_rms is not None:
-                    agent.obs_rms.update(torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device))
-                    next_obs = to_obs_tensor(raw_obs)
+            # Time-limit truncation is not failure: remember the real last observation,
+            # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+            for env_idx in np.flatnonzero(truncations & ~terminations):
+                truncated_slots.append((step, env_idx))
+                truncated_obs.append(infos["final_obs"][env_idx])
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    episodic_returns.append(float(infos["episode"]["r"][i]))
+                    writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
 
-            b_advantages = advantages.reshape(-1)
-            b_returns = returns.reshape(-1)
+        # ---- Advantages, with every value from the weights that acted.
+        with torch.no_grad():
+            if agent.return_rms is not None:
+                # Scale rewards by the std of the discounted return, not of the reward, as
+                # the original PPO code does; the statistics include this rollout's returns.
+                agent.return_rms.update(torch.as_tensor(discounted_returns_np.reshape(-1), device=device))
+                scale = np.sqrt(agent.return_rms.var.item() + 1e-8)
+                rewards_np[:] = np.clip(rewards_np / scale, -10, 10)
+            rewards = torch.as_tensor(rewards_np, device=device).clone()
+            dones = torch.as_tensor(dones_np, device=device)
+            b_obs = obs.reshape(-1, obs_dim)
+            b_actions = actions.reshape(-1)
+            b_logprobs, _, b_values = agent.evaluate_actions(b_obs, b_actions)
+            values = b_values.reshape(args.num_steps, args.num_envs)
+            if truncated_obs:
+                # Added after the scaling above: V estimates the return of scaled rewards, so
+                # gamma * V(final_obs) is already in the units of the scaled reward it joins.
+                final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
+                for (step, env_idx), final_value in zip(truncated_slots, final_values):
+                    rewards[step, env_idx] += args.gamma * final_value
+            next_value = agent.get_value(next_obs)
+            advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+            returns = advantages + values  # the value targets
 
-            # ---- Update: several epochs of minibatch steps on the clipped objective.
-            ratios = []  # of every minibatch, for the diagnostics
-            for epoch in range(args.update_epochs):
-                permutation = torch.randperm(batch_size, device=device)
-                for start in range(0, batch_size, minibatch_size):
-                    mb = permutation[start : start + minibatch_size]
-                    loss, pg_loss, v_loss, entropy_loss, ratio = ppo_loss(
-                        agent,
-                        b_obs[mb],
-                        b_actions[mb],
-                        b_logprobs[mb],
-                        b_advantages[mb],
-                        b_values[mb],
-                        b_returns[mb],
-                        args,
-                    )
-                    ratios.append(ratio.detach())
-                    optimizer.zero_grad()
-                    loss.backward()
-                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
+            # Observation statistics: updated once per rollout, after its advantages, so that
+            # every step of a batch (and its bootstrap values) saw the same normalization.
+            if agent.obs_rms is not None:
+                agent.obs_rms.update(torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device))
+                next_obs = to_obs_tensor(raw_obs)
 
-                if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
-                    break
+        b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
 
-            losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns, b_advantages)
-            if log.checkpoint_due(global_step, iteration == num_iterations):
-                save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
+        # ---- Update: several epochs of minibatch steps on the clipped objective.
+        ratios = []  # of every minibatch, for the diagnostics
+        for epoch in range(args.update_epochs):
+            permutation = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb = permutation[start : start + minibatch_size]
+                loss, pg_loss, v_loss, entropy_loss, ratio = ppo_loss(
+                    agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb], b_values[mb], b_returns[mb], args
+                )
+                ratios.append(ratio.detach())
+                optimizer.zero_grad()
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
 
+            if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
+                break
+
+        # ---- Diagnostics, CleanRL's names: the losses and KL of the last minibatch (as CleanRL logs them), the clip
+        # fraction and the ratio histogram over the whole update.
+        all_ratios = torch.cat(ratios)
+        sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+        scalars = {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/SPS": sps,
+            "charts/advantage_mean": b_advantages.mean().item(),
+            "charts/advantage_std": b_advantages.std().item(),
+            "losses/value_loss": v_loss.item(),
+            "losses/policy_loss": pg_loss.item(),
+            "losses/entropy": entropy_loss.item(),
+            "losses/old_approx_kl": (-ratios[-1].log()).mean().item(),
+            "losses/approx_kl": approx_kl(ratios[-1]).item(),
+            "losses/clipfrac": ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(),
+            "losses/explained_variance": explained_variance(b_values, b_returns),
+            "losses/grad_norm": grad_norm.item(),
+        }
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, global_step)
+        writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+        recent_return = float(np.mean(episodic_returns[-20:])) if episodic_returns else float("nan")
+        bar.update(batch_size)
+        bar.set_postfix(sps=sps, ret=recent_return, refresh=False)
+
+        # checkpoint.pt: the model and what --resume needs to carry on as if the run had not stopped.
+        every = args.checkpoint_every
+        if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
+            last_checkpoint_step = global_step
+            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration, torch_rng_state=torch.get_rng_state())
+            if device.type == "cuda":
+                resume["cuda_rng_state"] = torch.cuda.get_rng_state()
+            save(run_dir, "checkpoint.pt", args, agent, global_step, **resume)
+
+    bar.close()
     envs.close()
-    return finish_run(args, agent, run_dir, writer, log, global_step, device)
+    model_path = save(run_dir, "model.pt", args, agent, global_step) if args.save_model else None
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        eval_returns = play(
+            agent, args.env_id, args.eval_episodes, first_eval_seed(args), device, video_dir, args.progress
+        )
+        for i, eval_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", eval_return, i)
+        print_eval(eval_returns, "greedy episodes")
+    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {recent_return:.1f}")
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    return {
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": os.path.join(run_dir, "checkpoint.pt") if args.checkpoint_every > 0 else None,
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
+# ---- Evaluation
 @torch.no_grad()
-def play(
-    agent: Agent,
-    env_id: str,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    capture_video: bool = False,
-    video_dir: str = "videos",
-    progress: bool = False,
-) -> list:
+def play(agent: Agent, env_id: str, episodes: int, seed: int, device, video_dir=None, progress=False) -> list:
     """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up;
-    the observation statistics stay frozen."""
-    env = make_env(env_id, 0, capture_video, video_dir)()
+    the observation statistics stay frozen. With a `video_dir`, the episodes are recorded there."""
+    env = make_env(env_id, 0, video_dir is not None, video_dir)()
     returns = []
-    with EvalProgress(progress, episodes) as shown:
-        for episode in range(episodes):
-            raw_obs, _ = env.reset(seed=seed + episode)
-            done, total = False, 0.0
-            while not done:
-                raw = torch.as_tensor(raw_obs, dtype=torch.float32, device=device)
-                action = agent.greedy_action(agent.normalize(raw.reshape(1, -1)))
-                raw_obs, reward, terminated, truncated, _ = env.step(int(action))
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-            shown.advance(total)
+    bar = progress_bar(progress, episodes, desc="evaluating", unit="episode")
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            raw = torch.as_tensor(raw_obs, dtype=torch.float32, device=device)
+            action = agent.greedy_action(agent.normalize_obs(raw.reshape(1, -1)))
+            raw_obs, reward, terminated, truncated, _ = env.step(int(action))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        bar.update(1)
+        bar.set_postfix(ret=float(np.mean(returns)), refresh=False)
+    bar.close()
     env.close()
     return returns
 
 
-def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: Optional[int] = None,
-    cuda: bool = False,
-    capture_video: bool = False,
-    progress: bool = False,
-) -> list:
-    """Load a model.pt and return the episodic returns of its greedy policy. The default seed is
-    that of the evaluation at the end of its training, so that the same games are played."""
+def evaluate(model_path: str, env_id=None, episodes=10, seed=None, cuda=False, capture_video=False, progress=False):
+    """Load a model.pt and return the episodic returns of its greedy policy on env_id (default: the one it was
+    trained on). The default seed is that of the evaluation at the end of its training: the same games."""
     agent, saved, env_id, device = load_agent(model_path, env_id, cuda)
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval") if capture_video else None
     seed = first_eval_seed(saved) if seed is None else seed
-    return play(agent, env_id, episodes, seed, device, capture_video, video_dir, progress)
+    return play(agent, env_id, episodes, seed, device, video_dir, progress)
 
 
-# =============================================================================================
-# Plumbing: what running the script needs and learning the algorithm does not. A reader of
-# the algorithm may stop here.
-# =============================================================================================
+# ---- Plumbing: errors, checkpoint files, run folders, progress, W&B. A reader of the algorithm may stop here.
 class ConfigError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
 
 
 def validate(args: Args) -> None:
-    """Refuse, in one line, the settings that cannot mean anything."""
-    for name in [
-        "total_timesteps",
-        "num_envs",
-        "num_steps",
-        "num_minibatches",
-        "update_epochs",
-        "clip_coef",
-        "max_grad_norm",
-        "hidden_size",
-        "torch_threads",
-    ]:
-        if not getattr(args, name) > 0:
-            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
-    for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
-    for name in ["gamma", "gae_lambda"]:
-        if not 0 <= getattr(args, name) <= 1:
-            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
-    if args.target_kl is not None and not args.target_kl > 0:
-        raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
-    if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
-        raise ConfigError(f"--lr-schedule-steps must be 0 or at least --total-timesteps, got {args.lr_schedule_steps}")
+    """Refuse, in one line, the settings that cannot mean anything. Written as `not x > 0`, which NaN fails too."""
+    rules = [
+        ("must be positive", lambda x: x > 0, "total_timesteps num_envs num_steps num_minibatches update_epochs"),
+        ("must be positive", lambda x: x > 0, "clip_coef max_grad_norm target_kl hidden_size torch_threads"),
+        ("must be 0 or more", lambda x: x >= 0, "learning_rate ent_coef vf_coef eval_episodes checkpoint_every"),
+        ("must be between 0 and 1", lambda x: 0 <= x <= 1, "gamma gae_lambda"),
+        ("must be between 0 and 2**32 - 1", lambda x: 0 <= x < 2**32, "seed eval_seed"),  # numpy's seeds: 32 bits
+    ]
+    for requirement, holds, names in rules:
+        for name in names.split():
+            value = getattr(args, name)
+            if value is not None and not holds(value):  # None: the optional target_kl, eval_seed
+                raise ConfigError(f"{flag(name)} {requirement}, got {value}")
+    if args.eval_only is not None and not args.eval_episodes > 0:
+        raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(
@@ -580,38 +580,19 @@ def check_env(env_id: str) -> None:
         raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
     except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
         raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
-    action_space, observation_space = env.action_space, env.observation_space
+    action_space, space = env.action_space, env.observation_space
     env.close()
     if isinstance(action_space, gym.spaces.Box):
         raise ConfigError(f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
         raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n)")
-    part = unflattenable_part(observation_space)
-    if part is not None:
+    try:  # Text, Graph, Sequence have no fixed size, alone or inside a Dict or Tuple
+        gym.spaces.flatdim(space)
+    except (NotImplementedError, ValueError, TypeError):
         raise ConfigError(
-            f"{env_id}: the observation part {part} cannot be flattened into a vector; "
-            "wrap the env in a gymnasium ObservationWrapper that encodes it as a Box, or drops it"
-        )
-
-
-def unflattenable_part(space: gym.Space, path: str = "observation") -> Optional[str]:
-    """Where in a (nested) Dict or Tuple space a part lies that gymnasium cannot flatten into a
-    fixed-size vector (Text, Graph, Sequence, ...), as `observation['key'][0] (Text(...))`."""
-    if isinstance(space, gym.spaces.Dict):
-        parts = [(f"{path}[{key!r}]", sub) for key, sub in space.spaces.items()]
-    elif isinstance(space, gym.spaces.Tuple):
-        parts = [(f"{path}[{i}]", sub) for i, sub in enumerate(space.spaces)]
-    else:
-        try:
-            gym.spaces.flatdim(space)
-            return None
-        except (NotImplementedError, ValueError, TypeError):
-            return f"{path} ({space})"
-    for sub_path, sub in parts:
-        found = unflattenable_part(sub, sub_path)
-        if found is not None:
-            return found
-    return None
+            f"{env_id}: the observation space {space} cannot be flattened into a vector; wrap the env in a gymnasium "
+            "ObservationWrapper that encodes it as a Box, or drops the part"
+        ) from None
 
 
 def select_device(cuda: bool, torch_threads: int) -> torch.device:
@@ -635,8 +616,8 @@ def first_eval_seed(args: Args) -> int:
     return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
 
 
-# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
 def save_atomic(obj: dict, path: str) -> None:
+    """Write to a temporary file and rename it: a kill never leaves a broken file."""
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
         torch.save(obj, f)
@@ -657,16 +638,21 @@ def load_file(path: str, required_keys: tuple) -> dict:
     missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
     if missing:
         raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    # Files of an earlier version may hold settings this one no longer has.
+    removed = {"lr_schedule_steps": 0}  # as this version runs
+    changed = {k: v for k, v in data["args"].items() if k not in Args.__dataclass_fields__ and removed.get(k) != v}
+    if changed:
+        raise ConfigError(f"{path} was saved with settings that this version no longer has: {changed}")
+    data["args"] = {k: v for k, v in data["args"].items() if k in Args.__dataclass_fields__}
     return data
 
 
-def args_to_run(args: Args) -> tuple:
+def load_settings(args: Args) -> tuple:
     """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
     how it is run (device, progress, W&B) may change. Returns (args, checkpoint or None)."""
     checkpoint = None
     if args.resume is not None:
-        required = ("model", "optimizer", "args", "global_step", "iteration")
-        checkpoint = load_file(args.resume, required)
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
         saved = Args(**checkpoint["args"])
         saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
@@ -689,20 +675,18 @@ def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, dev
     return checkpoint["global_step"], checkpoint["iteration"] + 1
 
 
-def save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device) -> None:
-    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped."""
-    state = {
-        "model": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "args": asdict(args),
-        "global_step": global_step,
-        "iteration": iteration,
-        "run_dir": run_dir,
-        "torch_rng_state": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda_rng_state"] = torch.cuda.get_rng_state()
-    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
+def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
+    """model.pt: the weights with the observation statistics, the args and the step, all that `evaluate`
+    needs. checkpoint.pt: the same and what `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    path = os.path.join(run_dir, filename)
+    state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
+    if resume_state:
+        state["run_dir"] = run_dir
+    try:
+        save_atomic(state, path)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
@@ -714,8 +698,7 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     check_env(env_id)
     device = select_device(cuda, saved.torch_threads)
     env = make_env(env_id, 0, False, "")()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    agent = Agent(obs_dim, int(env.action_space.n), saved).to(device)
+    agent = Agent(int(np.prod(env.observation_space.shape)), int(env.action_space.n), saved).to(device)
     env.close()
     try:
         agent.load_state_dict(data["model"])
@@ -725,7 +708,6 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     return agent, saved, env_id, device
 
 
-# ---- Run folder, TensorBoard, W&B, progress
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
     """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
     the same scalars to W&B with --track. Returns (run_dir, writer)."""
@@ -735,7 +717,10 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
         run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder under {args.runs_dir}: {e.strerror or e}") from None
     print(f"device: {device}, run: {run_dir}")
     if args.track:
         try:
@@ -756,202 +741,30 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     return run_dir, writer
 
 
-class TrainingLog:
-    """The episodes' returns, the diagnostics of every update (TensorBoard, CleanRL's names),
-    the progress bar, and when a checkpoint is due."""
-
-    def __init__(self, args: Args, writer: SummaryWriter, global_step: int):
-        self.args, self.writer = args, writer
-        self.episodic_returns, self.episodic_lengths = [], []
-        self.start_time, self.start_step = time.time(), global_step
-        self.last_checkpoint_step = global_step
-        self.progress = make_progress(args.progress)
-        self.task = self.progress.add_task(
-            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
-        )
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def episodes(self, infos: dict, global_step: int) -> None:
-        """Log the episodes that ended at this step, as RecordEpisodeStatistics saw them."""
-        if "episode" not in infos:
-            return
-        for env_idx in np.flatnonzero(infos["_episode"]):
-            self.episodic_returns.append(float(infos["episode"]["r"][env_idx]))
-            self.episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
-            self.writer.add_scalar("charts/episodic_return", self.episodic_returns[-1], global_step)
-            self.writer.add_scalar("charts/episodic_length", self.episodic_lengths[-1], global_step)
-
-    def sps(self, global_step: int) -> int:
-        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
-
-    def recent_return(self) -> float:
-        returns = self.episodic_returns[-20:]
-        return float(np.mean(returns)) if returns else float("nan")
-
-    def update(
-        self,
-        global_step,
-        optimizer,
-        losses,
-        ratios,
-        grad_norm,
-        values,
-        returns,
-        advantages,
-        **charts,
-    ) -> None:
-        """What diagnosing PPO needs, once per update: the losses of the last minibatch, KL and
-        clip fraction (of the last minibatch, as CleanRL logs them, and over the update), and
-        the script's own `charts`."""
-        add = self.writer.add_scalar
-        sps = self.sps(global_step)
-        add("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        add("charts/SPS", sps, global_step)
-        add("charts/advantage_mean", advantages.mean().item(), global_step)
-        add("charts/advantage_std", advantages.std().item(), global_step)
-        for name, value in losses.items():
-            add(f"losses/{name}", value.item(), global_step)
-        all_ratios = torch.cat(ratios)
-        add("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
-        add("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
-        clipfrac = ((all_ratios - 1.0).abs() > self.args.clip_coef).float().mean()
-        add("losses/clipfrac", clipfrac.item(), global_step)
-        add("losses/explained_variance", explained_variance(values, returns), global_step)
-        add("losses/grad_norm", grad_norm.item(), global_step)
-        for name, value in charts.items():
-            add(f"charts/{name}", value.item(), global_step)
-        self.writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
-        self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
-
-    def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
-        every = self.args.checkpoint_every
-        if every > 0 and (global_step - self.last_checkpoint_step >= every or last_iteration):
-            self.last_checkpoint_step = global_step
-            return True
-        return False
-
-
-def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
-    """Save model.pt, evaluate the greedy policy, and close the logs. Returns what `train`
-    returns."""
-    sps = log.sps(global_step)
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        model = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}
-        save_atomic(model, model_path)
-    eval_returns = []
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(
-            agent,
-            args.env_id,
-            args.eval_episodes,
-            first_eval_seed(args),
-            device,
-            args.capture_video,
-            video_dir,
-            args.progress,
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print_eval(eval_returns, "greedy episodes")
-    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}")
-    writer.close()
-    if args.track:
-        import wandb
-
-        wandb.finish()
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    return {
-        "global_step": global_step,
-        "episodic_returns": log.episodic_returns,
-        "episodic_lengths": log.episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
-        "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-    }
-
-
 def print_eval(returns: list, what: str) -> None:
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+    print(f"eval: mean return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} {what}")
 
 
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "training", unit: str = "step"):
+    """A tqdm bar, silent unless stdout is a terminal."""
+    from tqdm import tqdm
 
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
-
-
-class EvalProgress:
-    """A progress bar over evaluation episodes, with the mean return so far."""
-
-    def __init__(self, enabled: bool, episodes: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.returns = []
-        self.progress = Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mean return {task.fields[ret]:.1f}"),
-            disable=not (enabled and sys.stdout.isatty()),
-        )
-        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def advance(self, episode_return: float) -> None:
-        self.returns.append(episode_return)
-        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not (enabled and sys.stdout.isatty()))
 
 
 def main() -> None:
     """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
     printed as one line with exit code 2."""
-    cli_args = tyro.cli(Args)
+    args = tyro.cli(Args)
     try:
-        if cli_args.eval_only is not None:
-            eval_returns = evaluate(
-                cli_args.eval_only,
-                None,
-                cli_args.eval_episodes,
-                cli_args.eval_seed,
-                cli_args.cuda,
-                cli_args.capture_video,
-                cli_args.progress,
-            )
-            print_eval(eval_returns, f"episodes: {eval_returns}")
+        if args.eval_only is None:
+            train(args)
         else:
-            train(cli_args)
+            validate(args)
+            returns = evaluate(
+                args.eval_only, None, args.eval_episodes, args.eval_seed, args.cuda, args.capture_video, args.progress
+            )
+            print_eval(returns, f"episodes: {returns}")
     except ConfigError as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
