@@ -397,7 +397,7 @@ def wait_for_others(optuna_study) -> None:
     said = False
     while running := optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not said:
-            print(f"waiting for {len(running)} trials running elsewhere: {[t.number for t in running]}", flush=True)
+            print(f"waiting for the trials running elsewhere: {[t.number for t in running]}", flush=True)
             said = True
         time.sleep(POLL_SECONDS)
         optuna.storages.fail_stale_trials(optuna_study)
