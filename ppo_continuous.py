@@ -14,14 +14,9 @@ Works with any gymnasium environment whose action space is a Box: HalfCheetah-v4
 (MuJoCo), Pendulum-v1, BipedalWalker-v3, or your own registered as `my_module:MyEnv-v0`.
 
 Usage:
-    python ppo_continuous.py --seed 1                      # the README's HalfCheetah-v4 figure: 1M steps
-    python ppo_continuous.py --env-id Pendulum-v1 --total-timesteps 200000 --num-envs 4 \\
-        --num-steps 1024 --num-minibatches 16 --gamma 0.9 --learning-rate 1e-3 --init-log-std 0
-    python ppo_continuous.py --checkpoint-every 100000     # then, if it stops:
-    python ppo_continuous.py --resume runs/<run>/checkpoint.pt
-    python ppo_continuous.py --eval-only runs/<run>/model.pt   # replay the games that ended training
-    python ppo_continuous.py --help                        # every flag
-Runs are written to runs/<env>__ppo_continuous__<seed>__<time>/: TensorBoard events, model.pt.
+    python ppo_continuous.py --seed 1                         # the README's HalfCheetah-v4 figure: defaults, 1M steps
+    python ppo_continuous.py --checkpoint-every 100000        # then, after a kill: --resume runs/<run>/checkpoint.pt
+    python ppo_continuous.py --eval-only runs/<run>/model.pt  # replays the games of the evaluation that ended training
 
 Read from the top: the arguments, the environment, the math, the network, the training loop,
 evaluation. The last section, after "Plumbing", is what running a script needs and learning the
@@ -197,11 +192,7 @@ def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float)
 
 
 def value_loss(
-    new_values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    clip_coef: float,
-    clip_vloss: bool,
+    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float, clip_vloss: bool
 ) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
     where the clipped prediction stays within clip_coef of the value that collected the data.
@@ -234,25 +225,23 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, diag(std^2)), summed over action dimensions:
-    sum(-((x - mean) / std)^2 / 2 - log std - log(2 pi) / 2)."""
+    """log N(x; mean, diag(std^2)), summed over the action's dimensions: sum(-z^2 / 2 - log std - log(2 pi) / 2)
+    with z = (x - mean) / std."""
     z = (x - mean) / log_std.exp()
     return (-0.5 * z**2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
 
 
 def tanh_log_det_jacobian(u: torch.Tensor) -> torch.Tensor:
-    """log |det d tanh(u) / du| = sum log(1 - tanh(u)^2), written as 2 (log 2 - u - softplus(-2u))
-    so that it stays finite where tanh(u) rounds to +-1. The squashed policy's log-prob is
-    log pi(a) = log N(u) - this (minus a constant for the rescaling to the bounds). In PPO's
-    ratio pi_new(a) / pi_old(a) the stored u is the same for both policies, so this whole term,
-    constant included, cancels: it changes the logged log-probs, never the update."""
+    """log |det d tanh(u) / du| = sum log(1 - tanh(u)^2), written as 2 (log 2 - u - softplus(-2u)) so that it stays
+    finite where tanh(u) rounds to +-1. The squashed policy's log-prob is log pi(a) = log N(u) - this (minus a constant
+    for the rescaling to the bounds). In PPO's ratio pi_new(a) / pi_old(a) the stored u is the same for both policies,
+    so this whole term, constant included, cancels: it changes the logged log-probs, never the update."""
     return (2.0 * (np.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
 
 
 def to_env_action(u: np.ndarray, low: np.ndarray, high: np.ndarray, squash: bool) -> np.ndarray:
-    """The action the env receives. With squash: tanh(u) rescaled from [-1, 1] to [low, high];
-    without: u clipped to the bounds. Only the env's copy is changed: the stored u keeps the
-    exact log-probability that the update trains on."""
+    """The action the env receives. With squash: tanh(u) rescaled from [-1, 1] to [low, high]; without: u clipped to
+    the bounds. Only the env's copy is changed: the stored u keeps the exact log-probability the update trains on."""
     if squash:
         return low + 0.5 * (np.tanh(u) + 1.0) * (high - low)
     return np.clip(u, low, high)
@@ -268,19 +257,15 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.clip = clip
-        self.epsilon = epsilon
+        self.clip, self.epsilon = clip, epsilon
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
         batch = batch.to(torch.float64)
-        batch_mean = batch.mean(0)
-        batch_var = batch.var(0, unbiased=False)
-        batch_count = batch.shape[0]
+        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
         total = self.count + batch_count
         delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * batch_count
-        m2 = m2 + delta**2 * self.count * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
         self.mean += delta * batch_count / total
         self.var.copy_(m2 / total)
         self.count.copy_(total)
@@ -298,8 +283,8 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 class Agent(nn.Module):
-    """Separate actor and critic MLPs; the actor outputs the mean of a diagonal Gaussian whose
-    log standard deviation is a learned vector, the same in every state."""
+    """Separate actor and critic MLPs; the actor outputs the mean of a diagonal Gaussian whose log standard deviation
+    is a learned vector, the same in every state."""
 
     def __init__(self, obs_dim: int, action_dim: int, args: Args):
         super().__init__()
@@ -340,9 +325,8 @@ class Agent(nn.Module):
         return self.actor_mean(obs)
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
-        """Log-probability of the given actions, entropy of the policy, and the value. With
-        squash, the entropy is the Gaussian's before squashing (the squashed one has no closed
-        form)."""
+        """Log-probability of the given actions, entropy of the policy, and the value. With squash, the entropy is the
+        Gaussian's before squashing (the squashed one has no closed form)."""
         mean = self.actor_mean(obs)
         log_std = self.actor_logstd.expand_as(mean)
         log_prob = gaussian_log_prob(actions, mean, log_std)
@@ -390,15 +374,14 @@ def train(args: Args) -> dict:
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
 
-    # Rollout storage. Observations are stored already normalized: the update sees exactly
-    # what the policy saw when it acted. Rewards and dones arrive from the envs as numpy
-    # arrays and stay numpy until the rollout ends: one transfer per rollout, not per step.
+    # Rollout storage. Observations are stored already normalized: the update sees exactly what the policy saw
+    # when it acted. Rewards and dones stay numpy until the rollout ends: one transfer per rollout, not per step.
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
     actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
     rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    # What the running statistics are updated with, once per rollout: the raw observations
-    # acted on, and each env's discounted return (for reward scaling).
+    # What the running statistics are updated with, once per rollout: the raw observations acted on, and each
+    # env's discounted return (for reward scaling).
     raw_obs_np = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     discounted_returns_np = np.zeros((args.num_steps, args.num_envs))
 
@@ -415,8 +398,8 @@ def train(args: Args) -> dict:
     next_obs = to_obs_tensor(raw_obs)
     discounted_return = np.zeros(args.num_envs)  # each env's running return, for reward scaling
     episodic_returns = []  # what the env paid per finished episode, raw, in the order they ended
-    recent_return = float("nan")  # the mean of the last 20 of them, for the progress bar
-    start_time, start_step, checkpoint_step = time.time(), global_step, global_step
+    start_time, start_step, last_checkpoint_step = time.time(), global_step, global_step
+    sps, recent_return = 0, float("nan")  # recent_return: the mean of the last 20 episodes, for the progress bar
     bar = progress_bar(args.progress, args.total_timesteps, global_step)
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
@@ -448,7 +431,6 @@ def train(args: Args) -> dict:
             for env_idx in np.flatnonzero(truncations & ~terminations):
                 truncated_slots.append((step, env_idx))
                 truncated_obs.append(infos["final_obs"][env_idx])
-            # RecordEpisodeStatistics reports the episodes that ended at this step.
             if "episode" in infos:
                 for i in np.flatnonzero(infos["_episode"]):
                     episodic_returns.append(float(infos["episode"]["r"][i]))
@@ -485,8 +467,7 @@ def train(args: Args) -> dict:
                 agent.obs_rms.update(torch.as_tensor(raw_obs_np.reshape(-1, obs_dim), device=device))
                 next_obs = to_obs_tensor(raw_obs)
 
-        b_advantages = advantages.reshape(-1)
-        b_returns = returns.reshape(-1)
+        b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
 
         # ---- Update: several epochs of minibatch steps on the clipped objective.
         ratios = []  # of every minibatch, for the diagnostics
@@ -495,14 +476,7 @@ def train(args: Args) -> dict:
             for start in range(0, batch_size, minibatch_size):
                 mb = permutation[start : start + minibatch_size]
                 loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
-                    agent,
-                    b_obs[mb],
-                    b_actions[mb],
-                    b_logprobs[mb],
-                    b_advantages[mb],
-                    b_values[mb],
-                    b_returns[mb],
-                    args,
+                    agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb], b_values[mb], b_returns[mb], args
                 )
                 ratios.append(ratio.detach())
                 optimizer.zero_grad()
@@ -513,10 +487,10 @@ def train(args: Args) -> dict:
             if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
                 break
 
-        # ---- Diagnostics, CleanRL's names: the losses and KL of the last minibatch (as CleanRL
-        # logs them), the clip fraction and the ratio histogram over the whole update.
+        # ---- Diagnostics, CleanRL's names: the losses and KL of the last minibatch (as CleanRL logs them), the clip
+        # fraction and the ratio histogram over the whole update.
         all_ratios = torch.cat(ratios)
-        sps = int((global_step - start_step) / (time.time() - start_time))
+        sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
         scalars = {
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
             "charts/SPS": sps,
@@ -540,9 +514,9 @@ def train(args: Args) -> dict:
         bar.set_postfix(sps=sps, ret=recent_return, refresh=False)
 
         # checkpoint.pt: the model and what --resume needs to carry on as if the run had not stopped.
-        last_iteration = iteration == num_iterations
-        if args.checkpoint_every > 0 and (global_step - checkpoint_step >= args.checkpoint_every or last_iteration):
-            checkpoint_step = global_step
+        every = args.checkpoint_every
+        if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
+            last_checkpoint_step = global_step
             resume = dict(optimizer=optimizer.state_dict(), iteration=iteration, torch_rng_state=torch.get_rng_state())
             if device.type == "cuda":
                 resume["cuda_rng_state"] = torch.cuda.get_rng_state()
@@ -550,7 +524,6 @@ def train(args: Args) -> dict:
 
     bar.close()
     envs.close()
-    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
     model_path = save(run_dir, "model.pt", args, agent, global_step) if args.save_model else None
     eval_returns = []
     if args.eval_episodes > 0:
@@ -621,20 +594,17 @@ class ConfigError(Exception):
 
 def validate(args: Args) -> None:
     """Refuse, in one line, the settings that cannot mean anything. Written as `not x > 0`, which NaN fails too."""
-    checks = [
-        (lambda x: x > 0, "must be positive", ["total_timesteps", "num_envs", "num_steps", "num_minibatches"]),
-        (lambda x: x > 0, "must be positive", ["update_epochs", "clip_coef", "max_grad_norm", "target_kl"]),
-        (lambda x: x > 0, "must be positive", ["hidden_size", "torch_threads"]),
-        (lambda x: x >= 0, "must be 0 or more", ["learning_rate", "ent_coef", "vf_coef", "eval_episodes"]),
-        (lambda x: x >= 0, "must be 0 or more", ["checkpoint_every"]),
-        (lambda x: 0 <= x <= 1, "must be between 0 and 1", ["gamma", "gae_lambda"]),
-        # numpy seeds with 32 bits.
-        (lambda x: 0 <= x < 2**32, "must be between 0 and 2**32 - 1", ["seed", "eval_seed"]),
+    rules = [
+        ("must be positive", lambda x: x > 0, "total_timesteps num_envs num_steps num_minibatches update_epochs"),
+        ("must be positive", lambda x: x > 0, "clip_coef max_grad_norm target_kl hidden_size torch_threads"),
+        ("must be 0 or more", lambda x: x >= 0, "learning_rate ent_coef vf_coef eval_episodes checkpoint_every"),
+        ("must be between 0 and 1", lambda x: 0 <= x <= 1, "gamma gae_lambda"),
+        ("must be between 0 and 2**32 - 1", lambda x: 0 <= x < 2**32, "seed eval_seed"),  # numpy's seeds: 32 bits
     ]
-    for holds, requirement, names in checks:
-        for name in names:
+    for requirement, holds, names in rules:
+        for name in names.split():
             value = getattr(args, name)
-            if value is not None and not holds(value):
+            if value is not None and not holds(value):  # None: the optional target_kl, eval_seed
                 raise ConfigError(f"{flag(name)} {requirement}, got {value}")
     if args.eval_only is not None and not args.eval_episodes > 0:
         raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
@@ -669,8 +639,7 @@ def check_env(env_id: str, squash: bool = False) -> None:
         raise ConfigError(f"{env_id} has a Discrete action space; use ppo_discrete.py")
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
         raise ConfigError(f"{env_id} has action space {action_space}; this script needs a 1-D Box")
-    bounded = np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()
-    if squash and not bounded:
+    if squash and not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
         raise ConfigError(f"--squash needs finite action bounds; {env_id} has {action_space}")
     try:  # Text, Graph, Sequence have no fixed size, alone or inside a Dict or Tuple
         gym.spaces.flatdim(space)
@@ -690,11 +659,9 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
 
 
 def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
-    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
-    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
-    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
-    the GPU tests check it)."""
+    """fn itself, or with --compile fn through torch.compile: the same code traced into a graph whose small operations
+    are fused into fewer kernels. --cudagraphs adds torch.compile's "reduce-overhead" mode, which records a call's
+    kernels as a CUDA graph and replays it: one launch, not hundreds (the GPU tests check that the noise varies)."""
     if not args.compile:
         return fn
     if not args.cudagraphs:
@@ -702,8 +669,7 @@ def maybe_compile(fn, args: Args):
     graphed = torch.compile(fn, mode="reduce-overhead")
 
     def copied(*inputs):
-        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
-        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        # A replay writes its outputs where the next replay will: hand back copies, which the training loop may keep.
         out = graphed(*inputs)
         return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
@@ -805,8 +771,7 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     check_env(env_id)
     device = select_device(cuda, saved.torch_threads)
     env = make_env(env_id, 0, False, "")()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    agent = Agent(obs_dim, int(env.action_space.shape[0]), saved).to(device)
+    agent = Agent(int(np.prod(env.observation_space.shape)), int(env.action_space.shape[0]), saved).to(device)
     env.close()
     try:
         agent.load_state_dict(data["model"])
