@@ -347,10 +347,10 @@ def open_study(study: dict, name: str, storage_url: str):
             time.sleep(random.uniform(0.2, 1.0))
     sampler = optuna.samplers.TPESampler(seed=study["sampler_seed"], n_startup_trials=5)
     try:
-        created = optuna.create_study(
+        new_study = optuna.create_study(
             study_name=name, storage=storage, sampler=sampler, pruner=study["pruner"], direction=study["direction"]
         )
-        return created, True
+        return new_study, True
     except optuna.exceptions.DuplicatedStudyError:
         # Joining a study another worker made, or resuming one: the sampler draws points of its
         # own, as the seed would draw again those its first process drew.
