@@ -1,36 +1,31 @@
 """Proximal Policy Optimization (PPO) with a transformer memory, discrete actions, in one file.
 
-PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience
-with the current policy, estimates advantages with GAE (Schulman et al. 2015,
-https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
-clipped surrogate objective that keeps the new policy close to the one that collected the data.
+PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience with the current policy,
+estimates advantages with GAE (Schulman et al. 2015, https://arxiv.org/abs/1506.02438), then takes several epochs of
+minibatch gradient steps on a clipped surrogate objective that keeps the new policy close to the one that collected
+the data.
 
-The agent is ppo_discrete.py's with memory: at every step the policy and the value read the last
-K observations of the current episode (--context-len), each through a small causal transformer
-of its own with pre-norm blocks (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762),
-optionally with the gated residuals of GTrXL (Parisotto et al. 2019,
-https://arxiv.org/abs/1910.06764). Slots of the window before the episode start are masked,
-never filled with the previous episode's frames. Each stored step carries its own window (cut
-from the rollout in one strided view), so minibatches may shuffle steps exactly as in
-ppo_discrete.py. A window of K steps remembers the last K observations of the episode and
-nothing older. The gradients of the policy's network and of the value's are clipped apart, so
-that a large value gradient never shrinks the policy's step.
+The agent is ppo_discrete.py's with memory: at every step the policy and the value each read the last K observations
+of the current episode (--context-len) through a small causal transformer of their own, with pre-norm blocks (Vaswani
+et al. 2017, https://arxiv.org/abs/1706.03762). Slots of the window before the episode start are masked, never filled
+with the previous episode's frames, so a window remembers the episode's last K observations and nothing older. Each
+stored step carries its own window (cut from the rollout in one strided view), so minibatches may shuffle steps
+exactly as in ppo_discrete.py. The value's loss never moves the policy's transformer, and the two networks' gradients
+are clipped apart, so that a large value gradient never shrinks the policy's step.
 
---mask-velocity hides the velocities from the observation (CartPole-v1: keeps the cart position
-and the pole angle), so that the agent must infer speed from positions over time: a memoryless
-agent (--context-len 1) cannot balance the pole for long.
+--mask-velocity hides the velocities (CartPole-v1 keeps the cart position and the pole angle): the agent must infer
+speed from positions over time, which a memoryless agent (--context-len 1) cannot do for long.
 
-Works with any gymnasium environment whose action space is Discrete: CartPole-v1 by default,
-LunarLander-v3, Acrobot-v1, or your own registered as `my_module:MyEnv-v0`.
+Works with any gymnasium environment whose action space is Discrete: CartPole-v1 by default, LunarLander-v3,
+Acrobot-v1, or your own registered as `my_module:MyEnv-v0`.
 
-Reproduce the README's figure, CartPole-v1 with velocities hidden (defaults, 500k steps):
-    python ppo_transformer.py --mask-velocity --total-timesteps 500000 --seed 1
-Evaluate a saved model (the games of the evaluation that ended its training):
-    python ppo_transformer.py --eval-only runs/<run>/model.pt
+Usage (the default budget is 100k steps):
+    python ppo_transformer.py --mask-velocity --total-timesteps 500000 --seed 1   # the README's figure
+    python ppo_transformer.py --eval-only runs/<run>/model.pt   # replay the games that ended its training
+    python ppo_transformer.py --help                            # every flag
 
-Read from the top: the arguments, the environment, the math, the network, the training loop,
-evaluation. The last section, after "Plumbing", is what running a script needs and learning the
-algorithm does not: errors, checkpoint files, run folders, logging, the command line.
+Read from the top: the arguments, the environment, the math, the network, the training loop, evaluation. The last
+section, after "Plumbing", is what running a script needs and learning the algorithm does not.
 """
 
 import os
@@ -63,8 +58,6 @@ class Args:
     """Adam learning rate"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over training"""
-    lr_schedule_steps: int = 0
-    """steps over which the learning rate decays to 0 (0: --total-timesteps; more: stop midway)"""
     gamma: float = 0.98
     """discount factor"""
     gae_lambda: float = 0.8
@@ -84,12 +77,7 @@ class Args:
     vf_coef: float = 0.5
     """value loss coefficient"""
     max_grad_norm: float = 0.35
-    """gradient norm limit, of each network's gradient apart (0.35 each: together at most 0.5, the
-    usual global limit), or of all gradients together with --no-clip-each-network"""
-    clip_each_network: bool = True
-    """clip the gradients of the policy's network and of the value's each to --max-grad-norm, so
-    that a large value gradient never shrinks the policy's step (--no-clip-each-network: one clip
-    of all gradients together; with --no-separate-critic the one network is clipped as a whole)"""
+    """gradient norm limit of each network apart, the policy's and the value's (0.35 each: together at most 0.5)"""
     target_kl: Optional[float] = 0.02
     """stop the update's epochs early when the approximate KL exceeds this (None: never)"""
     norm_obs: bool = True
@@ -101,21 +89,14 @@ class Args:
     context_len: int = 16
     """K: each step sees the last K observations of its own episode, none older (1: no memory)"""
     position_from_start: bool = False
-    """also give each slot a learned position counted forward from the oldest observation of its
-    episode in the window (the episode's first while the episode is shorter than K), so that
-    attention finds the episode's first observation at one fixed position"""
+    """also give each slot a learned position counted forward from the episode's oldest observation in the window (its
+    first while the episode is shorter than K), so that attention finds the first observation at one fixed position"""
     embed_dim: int = 32
     """width of the transformer: observation embedding, attention and feed-forward layers"""
     num_layers: int = 1
     """transformer blocks"""
     num_heads: int = 4
     """attention heads per block; embed_dim must divide into them"""
-    gated: bool = False
-    """GTrXL's gated residuals (GRU-type gates in place of x + f(x))"""
-    separate_critic: bool = True
-    """the value reads the window through a transformer of its own, so that the value loss's
-    gradient never moves the policy's (as RL Zoo's RecurrentPPO gives its critic an LSTM of its
-    own); --no-separate-critic shares one transformer, at about half the update's cost"""
 
     # Run
     seed: int = 1
@@ -156,9 +137,7 @@ class Args:
     """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------
+# ---- Environment
 # Which observation components are velocities, for --mask-velocity.
 VELOCITY_COMPONENTS = {
     "CartPole-v1": (1, 3),  # of (cart position, cart velocity, pole angle, pole angular velocity)
@@ -168,36 +147,26 @@ VELOCITY_COMPONENTS = {
 }
 
 
-class MaskVelocity(gym.ObservationWrapper):
-    """Drop the velocity components of the observation: what is left is a snapshot of positions,
-    from which speed can only be inferred by remembering the previous snapshots."""
-
-    def __init__(self, env: gym.Env, env_id: str):
-        super().__init__(env)
-        space = env.observation_space
-        velocities = VELOCITY_COMPONENTS[env_id]
-        self.keep = np.array([i for i in range(space.shape[0]) if i not in velocities])
-        low, high = space.low[self.keep], space.high[self.keep]
-        self.observation_space = gym.spaces.Box(low, high, dtype=space.dtype)
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        return observation[self.keep]
-
-
 def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_velocity=False):
     """Return a thunk that builds one environment; vector envs call it in each slot."""
 
     def thunk():
         if capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True)
-            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+            try:
+                env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+            except OSError as e:
+                raise ConfigError(f"cannot create the videos folder {video_dir}: {e.strerror or e}") from None
         else:
             env = gym.make(env_id, disable_env_checker=True)  # checked once in check_env
         # Dict, Tuple and Discrete observations become one flat float vector.
         if not isinstance(env.observation_space, gym.spaces.Box):
             env = gym.wrappers.FlattenObservation(env)
         if mask_velocity:
-            env = MaskVelocity(env, env_id)
+            # What is left is a snapshot of positions: speed can only be inferred from the previous snapshots.
+            low, high = env.observation_space.low, env.observation_space.high
+            keep = [i for i in range(low.shape[0]) if i not in VELOCITY_COMPONENTS[env_id]]
+            env = gym.wrappers.TransformObservation(env, lambda obs: obs[keep], gym.spaces.Box(low[keep], high[keep]))
         return env
 
     return thunk
@@ -206,8 +175,8 @@ def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_ve
 def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, video_dir, args.mask_velocity) for i in range(args.num_envs)],
-        # SAME_STEP: a finished env resets inside the step that ended it, so every returned
-        # observation is one the agent acts on, and the real last one is in infos["final_obs"].
+        # SAME_STEP: a finished env resets inside the step that ended it, so every returned observation is one the agent
+        # acts on, and the real last one is in infos["final_obs"].
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         copy=False,
     )
@@ -215,9 +184,7 @@ def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The math, as pure functions
-# ---------------------------------------------------------------------------------------------
+# ---- The math, as pure functions
 def compute_gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -254,11 +221,7 @@ def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float)
 
 
 def value_loss(
-    new_values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    clip_coef: float,
-    clip_vloss: bool,
+    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float, clip_vloss: bool
 ) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
     where the clipped prediction stays within clip_coef of the value that collected the data.
@@ -308,19 +271,11 @@ def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context
     return windows, masks
 
 
-def following_windows(
-    history: torch.Tensor,
-    steps: torch.Tensor,
-    env_ids: torch.Tensor,
-    following_obs: torch.Tensor,
-    episode_starts: torch.Tensor,
-    context_len: int,
-) -> tuple:
-    """The windows of observations that are not in the history but follow one of its steps: the
-    final observation of an episode truncated at step t, or the one that follows the rollout's
-    last step. Each window is the K - 1 rows before it (rows t + 1 .. t + K - 1 of env i, as in
-    episode_windows), then itself; steps, env_ids, episode_starts [M], following_obs [M, D].
-    Returns windows [M, K, D] and masks [M, K] (False before the episode start)."""
+def following_windows(history, steps, env_ids, following_obs, episode_starts, context_len: int) -> tuple:
+    """The windows of observations that are not in the history but follow one of its steps: the final observation of an
+    episode truncated at step t, or the one that follows the rollout's last step. Each window is the K - 1 rows before
+    it (rows t + 1 .. t + K - 1 of env i, as in episode_windows), then itself; steps, env_ids, episode_starts [M],
+    following_obs [M, D]. Returns windows [M, K, D] and masks [M, K] (False before the episode start)."""
     offsets = torch.arange(context_len, device=history.device)
     rows = steps[:, None] + 1 + offsets  # the row each slot would have: the last is new
     windows = torch.cat([history[rows[:, :-1], env_ids[:, None]], following_obs[:, None]], 1)
@@ -337,9 +292,7 @@ def attention_mask(masks: torch.Tensor) -> torch.Tensor:
     return causal & (masks[:, None, :] | itself)
 
 
-# ---------------------------------------------------------------------------------------------
-# The network
-# ---------------------------------------------------------------------------------------------
+# ---- The network
 class RunningMeanStd(nn.Module):
     """Running mean and variance of observations, merged batch by batch with the parallel
     variance formula (Chan et al. 1979). Buffers, so they are saved in the model's state_dict."""
@@ -349,19 +302,15 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.clip = clip
-        self.epsilon = epsilon
+        self.clip, self.epsilon = clip, epsilon
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
         batch = batch.to(torch.float64)
-        batch_mean = batch.mean(0)
-        batch_var = batch.var(0, unbiased=False)
-        batch_count = batch.shape[0]
+        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
         total = self.count + batch_count
         delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * batch_count
-        m2 = m2 + delta**2 * self.count * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
         self.mean += delta * batch_count / total
         self.var.copy_(m2 / total)
         self.count.copy_(total)
@@ -378,33 +327,10 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
     return layer
 
 
-class GatedResidual(nn.Module):
-    """GTrXL's GRU-type gate, in place of the residual sum x + y (Parisotto et al. 2019, eq. 5-8):
-        r = sigmoid(W_r y + U_r x),  z = sigmoid(W_z y + U_z x - b_g)
-        h = tanh(W_g y + U_g (r * x)),  out = (1 - z) * x + z * h
-    b_g starts at 2, so that z is small and every block starts close to the identity map."""
-
-    def __init__(self, dim: int, gate_bias: float = 2.0):
-        super().__init__()
-        self.w = nn.Linear(dim, 3 * dim, bias=False)  # W_r, W_z, W_g
-        self.u_rz = nn.Linear(dim, 2 * dim, bias=False)  # U_r, U_z
-        self.u_g = nn.Linear(dim, dim, bias=False)
-        self.gate_bias = nn.Parameter(torch.full((dim,), gate_bias))
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        w_r, w_z, w_g = self.w(y).chunk(3, dim=-1)
-        u_r, u_z = self.u_rz(x).chunk(2, dim=-1)
-        r = torch.sigmoid(w_r + u_r)
-        z = torch.sigmoid(w_z + u_z - self.gate_bias)
-        h = torch.tanh(w_g + self.u_g(r * x))
-        return (1.0 - z) * x + z * h
-
-
 class Block(nn.Module):
-    """Pre-norm transformer block: x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)).
-    With `gated`, GTrXL's gates replace the two sums (and the branch passes a ReLU first)."""
+    """Pre-norm transformer block: x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x))."""
 
-    def __init__(self, dim: int, num_heads: int, gated: bool):
+    def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.norm1 = nn.LayerNorm(dim)
@@ -412,18 +338,11 @@ class Block(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-        self.gate1 = GatedResidual(dim) if gated else None
-        self.gate2 = GatedResidual(dim) if gated else None
-
-    @staticmethod
-    def residual(x: torch.Tensor, y: torch.Tensor, gate: Optional[GatedResidual]) -> torch.Tensor:
-        return x + y if gate is None else gate(x, torch.relu(y))
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool) -> tuple:
-        """x [B, L, dim]; allowed [B, L, L]: may slot i attend to slot j. With last_only, only the
-        last slot (the current step) is computed: all the last block needs to return.
-        Returns the new x and, with last_only, the current step's attention weights [B, heads,
-        L] (None otherwise)."""
+        """x [B, L, dim]; allowed [B, L, L]: may slot i attend to slot j. With last_only, only the last slot (the
+        current step) is computed, all the last block needs to return. Returns the new x and, with last_only, the
+        current step's attention weights [B, heads, L] (None otherwise)."""
         batch, length, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         h = self.norm1(x)
@@ -432,9 +351,8 @@ class Block(nn.Module):
         k, v = nn.functional.linear(h, weight[dim:], bias[dim:]).split(dim, dim=-1)
         k, v = k.reshape(batch, length, heads, head_dim), v.reshape(batch, length, heads, head_dim)
         if last_only:
-            # One query per window: softmax(q k^T / sqrt(d) + mask) v as a weighted sum over
-            # the slots. A forbidden slot gets -inf, so its weight is exactly 0 and its
-            # observation cannot change the output.
+            # One query per window: softmax(q k^T / sqrt(d) + mask) v as a weighted sum over the slots. A forbidden slot
+            # gets -inf, so its weight is exactly 0 and its observation cannot change the output.
             q = nn.functional.linear(h[:, -1], weight[:dim], bias[:dim])
             scores = (q.reshape(batch, 1, heads, head_dim) * k).sum(-1) / np.sqrt(head_dim)
             forbidden = ~allowed[:, -1, :, None]  # [B, L, 1]
@@ -442,15 +360,14 @@ class Block(nn.Module):
             attended = (weights[..., None] * v).sum(1).reshape(batch, 1, dim)
             x, weights = x[:, -1:], weights.transpose(1, 2)  # weights [B, heads, L]
         else:
-            # Every slot's query, through torch's fused scaled dot-product attention (the same
-            # softmax, masked alike).
+            # Every slot's query, through torch's fused scaled dot-product attention (the same softmax, masked alike).
             q = nn.functional.linear(h, weight[:dim], bias[:dim]).reshape(k.shape)
             attended = nn.functional.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None]
             )
             attended, weights = attended.transpose(1, 2).reshape(batch, length, dim), None
-        x = self.residual(x, self.proj(attended), self.gate1)
-        x = self.residual(x, self.mlp(self.norm2(x)), self.gate2)
+        x = x + self.proj(attended)
+        x = x + self.mlp(self.norm2(x))
         return x, weights
 
 
@@ -464,13 +381,13 @@ class WindowEncoder(nn.Module):
         self.embed = nn.Linear(obs_dim, dim)
         # Learned positions, counted back from the current step: the last slot is always "now".
         self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
-        # Optional, counted forward from the window's oldest observation of the episode: with
-        # these, "attend to the episode's first observation" is one learned query, not a search
-        # for the oldest slot among positions that differ at every step.
+        # Optional, counted forward from the window's oldest observation of the episode: with these, "attend to the
+        # episode's first observation" is one learned query, not a search for the oldest slot among positions that
+        # differ at every step.
         self.position_from_start = (
             nn.Parameter(torch.randn(args.context_len, dim) * 0.02) if args.position_from_start else None
         )
-        self.blocks = nn.ModuleList(Block(dim, args.num_heads, args.gated) for _ in range(args.num_layers))
+        self.blocks = nn.ModuleList(Block(dim, args.num_heads) for _ in range(args.num_layers))
         self.norm = nn.LayerNorm(dim)  # pre-norm blocks leave their output unnormalized
 
     def forward(self, windows: torch.Tensor, masks: torch.Tensor) -> tuple:
@@ -479,8 +396,8 @@ class WindowEncoder(nn.Module):
         length = windows.shape[1]
         x = self.embed(windows) + self.position[-length:]
         if self.position_from_start is not None:
-            # Slot j's index among the window's slots of the current episode (masked slots get
-            # 0 and are never attended).
+            # Slot j's index among the window's slots of the current episode (masked slots get 0 and are never
+            # attended).
             since_start = (masks.long().cumsum(-1) - 1).clamp_min(0)
             x = x + self.position_from_start[since_start]
         allowed = attention_mask(masks)
@@ -490,9 +407,9 @@ class WindowEncoder(nn.Module):
 
 
 class Agent(nn.Module):
-    """A causal transformer reads the window of the episode's last K observations; linear heads
-    on its output for the current step give the logits of a categorical policy and the value.
-    With --separate-critic (the default) the value's head reads a second transformer of its own."""
+    """Two causal transformers read the window of the episode's last K observations: linear heads on their outputs for
+    the current step give the logits of a categorical policy and the value. The value has a transformer of its own, so
+    that its loss's gradient never moves the policy's (as RL Zoo's RecurrentPPO gives its critic an LSTM of its own)."""
 
     def __init__(self, obs_dim: int, n_actions: int, args: Args):
         super().__init__()
@@ -504,16 +421,7 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(args.embed_dim, 1), std=1.0)
         # A small last layer starts the policy near uniform.
         self.actor = layer_init(nn.Linear(args.embed_dim, n_actions), std=0.01)
-        # The value loss's gradient then moves its own transformer only, never the policy's.
-        self.critic_encoder = WindowEncoder(obs_dim, args) if args.separate_critic else None
-
-    def networks(self) -> list:
-        """The parameters of the policy's network and of the value's, for --clip-each-network; one
-        list when the two share a transformer."""
-        if self.critic_encoder is None:
-            return [list(self.parameters())]
-        policy = [*self.encoder.parameters(), *self.actor.parameters()]
-        return [policy, [*self.critic_encoder.parameters(), *self.critic.parameters()]]
+        self.critic_encoder = WindowEncoder(obs_dim, args)
 
     def inputs(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> tuple:
         """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
@@ -526,20 +434,16 @@ class Agent(nn.Module):
         return (windows if self.obs_rms is None else self.obs_rms(windows)), masks
 
     def encode(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None, critic: bool = False) -> tuple:
-        """The features of the current step [B, dim] and the last block's attention weights of
-        the current step [B, heads, L], for the policy or (critic=True) the value; windows and
-        masks as in `inputs`."""
-        if critic and self.critic_encoder is not None:
-            return self.critic_encoder(*self.inputs(windows, masks))
-        return self.encoder(*self.inputs(windows, masks))
+        """The features of the current step [B, dim] and the last block's attention weights of the current step
+        [B, heads, L], for the policy or (critic=True) the value; windows and masks as in `inputs`."""
+        return (self.critic_encoder if critic else self.encoder)(*self.inputs(windows, masks))
 
     def get_value(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.critic(self.encode(windows, masks, critic=True)[0]).squeeze(-1)
 
     def sample_action(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
-        Same distribution as Categorical(logits).sample(), without building a distribution
-        object at every environment step."""
+        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise). Same distribution as
+        Categorical(logits).sample(), without building a distribution object at every environment step."""
         logits = self.actor(self.encode(windows, masks)[0])
         gumbel = -torch.empty_like(logits).exponential_().log()
         return torch.argmax(logits + gumbel, dim=-1)
@@ -555,15 +459,11 @@ class Agent(nn.Module):
         log_probs = torch.log_softmax(self.actor(features), dim=-1)
         action_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        # The value reads its own transformer, or the policy's features when the two share one.
-        if self.critic_encoder is not None:
-            features = self.critic_encoder(normalized, masks)[0]
-        return action_log_prob, entropy, self.critic(features).squeeze(-1), attention
+        value = self.critic(self.critic_encoder(normalized, masks)[0]).squeeze(-1)
+        return action_log_prob, entropy, value, attention
 
 
-# ---------------------------------------------------------------------------------------------
-# The loss of one minibatch, on the network above
-# ---------------------------------------------------------------------------------------------
+# ---- Training
 def ppo_loss(agent, windows, masks, actions, old_logprobs, advantages, old_values, returns, args) -> tuple:
     """The PPO objective of one minibatch as a loss to minimize,
         L = L_clip - ent_coef * entropy + vf_coef * L_value,
@@ -580,13 +480,9 @@ def ppo_loss(agent, windows, masks, actions, old_logprobs, advantages, old_value
     return loss, pg_loss, v_loss, entropy_loss, ratio
 
 
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
-    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder
-    and the model file (the rest of the plumbing is at the end of the file)."""
-    args, checkpoint = args_to_run(args)
+    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder and the model file."""
+    args, checkpoint = load_settings(args)
     device = select_device(args.cuda, args.torch_threads)
     run_dir, writer = start_run(args, checkpoint, device)
     seed_everything(args.seed, args.torch_deterministic)
@@ -601,17 +497,16 @@ def train(args: Args) -> dict:
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
-    schedule_iterations = (args.lr_schedule_steps or args.total_timesteps) // batch_size
-    # What each gradient clipping covers: the policy's parameters and the value's apart, so that a
-    # large value gradient never shrinks the policy's step (--no-clip-each-network: all at once).
-    clipped = agent.networks() if args.clip_each_network else [list(agent.parameters())]
+    # Each gradient clipping covers one network, the policy's or the value's, so that a large value gradient never
+    # shrinks the policy's step.
+    policy_params = [*agent.encoder.parameters(), *agent.actor.parameters()]
+    networks = [policy_params, [*agent.critic_encoder.parameters(), *agent.critic.parameters()]]
 
-    # Rollout storage. Observations are stored raw, and the agent normalizes its windows
-    # itself: the statistics change only after each update, so the update sees exactly what
-    # the policy saw when it acted. The history holds, per env, the K - 1 observations carried over
-    # from the previous rollout, then this rollout's: step t's observation is row K - 1 + t, and
-    # its window is rows t .. t + K - 1 (episode_windows). Rewards and dones arrive from the
-    # envs as numpy arrays and stay numpy until the rollout ends: one transfer per rollout.
+    # Rollout storage. Observations are stored raw and the agent normalizes its windows itself: the statistics change
+    # only after each update, so the update sees exactly what the policy saw when it acted. The history holds, per env,
+    # the K - 1 observations carried over from the previous rollout, then this rollout's: step t's observation is
+    # row K - 1 + t, its window rows t .. t + K - 1 (episode_windows). Rewards and dones stay numpy arrays until the
+    # rollout ends: one transfer per rollout.
     context_len, carried = args.context_len, args.context_len - 1
     obs = torch.zeros((carried + args.num_steps, args.num_envs, obs_dim), device=device)
     # The row where each step's episode began: its window masks every row before it.
@@ -620,7 +515,7 @@ def train(args: Args) -> dict:
     rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     # What the reward scaling is updated with, once per rollout: each env's discounted return.
-    returns_np = np.zeros((args.num_steps, args.num_envs))
+    discounted_returns_np = np.zeros((args.num_steps, args.num_envs))
     slots = torch.arange(context_len, device=device)
 
     # --compile: the same two functions, traced and fused by torch.compile (see maybe_compile).
@@ -635,241 +530,248 @@ def train(args: Args) -> dict:
     next_obs = to_obs_tensor(raw_obs)
     # Each env's current episode begins at the first row of this rollout: nothing carried yet.
     episode_start = torch.full((args.num_envs,), carried, dtype=torch.long, device=device)
-    discounted_return = np.zeros(args.num_envs)
-    with TrainingLog(args, writer, global_step) as log:
-        for iteration in range(start_iteration, num_iterations + 1):
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / schedule_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+    discounted_return = np.zeros(args.num_envs)  # for the reward scaling
+    episodic_returns = []  # what the environment paid per episode, unscaled
+    start_time, start_step, last_checkpoint_step = time.time(), global_step, global_step
+    sps, recent_return = 0, float("nan")
+    bar = progress_bar(args.progress, args.total_timesteps, initial=global_step)
+    for iteration in range(start_iteration, num_iterations + 1):
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
-            # ---- Rollout: only the action is needed per step; values and log-probs of the
-            # whole batch are computed afterwards in one pass, with the same weights.
-            truncated_slots, truncated_obs = [], []
-            for step in range(args.num_steps):
-                global_step += args.num_envs
-                obs[carried + step] = next_obs
-                episode_starts[step] = episode_start
-                # This step's window, as episode_windows cuts it for the update below.
-                window = obs[step : step + context_len].transpose(0, 1)  # [N, K, D]
-                with torch.no_grad():
-                    action = sample_action(window, step + slots >= episode_start[:, None])
-                actions[step] = action
-                raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                rewards_np[step] = reward
-                dones_np[step] = np.logical_or(terminations, truncations)
-                next_obs = to_obs_tensor(raw_obs)
-                # Each env's discounted return restarts at its episode end, truncations included.
-                discounted_return = discounted_return * args.gamma + reward
-                returns_np[step] = discounted_return
-                discounted_return[terminations | truncations] = 0.0
-
-                # Time-limit truncation is not failure: remember the real last observation,
-                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
-                for env_idx in np.flatnonzero(truncations & ~terminations):
-                    truncated_slots.append((step, env_idx, episode_start[env_idx].item()))
-                    truncated_obs.append(infos["final_obs"][env_idx])
-                # An env that finished starts its next episode at the next row.
-                ended = torch.as_tensor(dones_np[step] > 0, device=device)
-                episode_start[ended] = carried + step + 1
-                log.episodes(infos, global_step)
-
-            # ---- Advantages, with every value from the weights that acted.
+        # Rollout: only the action is needed per step; values and log-probs of the whole batch are computed afterwards
+        # in one pass, with the same weights.
+        truncated_slots, truncated_obs = [], []
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[carried + step] = next_obs
+            episode_starts[step] = episode_start
+            # This step's window, as episode_windows cuts it for the update below.
+            window = obs[step : step + context_len].transpose(0, 1)  # [N, K, D]
             with torch.no_grad():
-                if agent.return_rms is not None:
-                    # Scale rewards by the std of the discounted return, not of the reward, as
-                    # the original PPO code does; the statistics include this rollout's returns.
-                    agent.return_rms.update(torch.as_tensor(returns_np.reshape(-1), device=device))
-                    scale = np.sqrt(agent.return_rms.var.item() + 1e-8)
-                    rewards_np[:] = np.clip(rewards_np / scale, -10, 10)
-                rewards = torch.as_tensor(rewards_np, device=device).clone()
-                dones = torch.as_tensor(dones_np, device=device)
-                # Each step's window and mask, copied once per rollout into one contiguous batch
-                # (a copy, not a view: the history's first rows are overwritten below).
-                windows, masks = episode_windows(obs, episode_starts, context_len)
-                b_windows = windows.reshape(-1, context_len, obs_dim).contiguous()
-                b_masks = masks.reshape(-1, context_len)
-                b_actions = actions.reshape(-1)
-                b_logprobs, _, b_values, b_attention = agent.evaluate_actions(b_windows, b_masks, b_actions)
-                values = b_values.reshape(args.num_steps, args.num_envs)
-                if truncated_obs:
-                    # Added after the scaling above: V estimates the return of scaled rewards, so
-                    # gamma * V(final_obs) is already in the units of the scaled reward it joins.
-                    steps, env_ids, starts = torch.tensor(truncated_slots, device=device).T
-                    final_obs = to_obs_tensor(np.stack(truncated_obs))
-                    final_values = agent.get_value(
-                        *following_windows(obs, steps, env_ids, final_obs, starts, context_len)
-                    )
-                    for (step, env_idx, _), final_value in zip(truncated_slots, final_values):
-                        rewards[step, env_idx] += args.gamma * final_value
-                # V(s_T): next_obs follows the rollout's last step in every env.
-                last_steps = torch.full((args.num_envs,), args.num_steps - 1, device=device)
-                every_env = torch.arange(args.num_envs, device=device)
-                next_value = agent.get_value(
-                    *following_windows(obs, last_steps, every_env, next_obs, episode_start, context_len)
-                )
-                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
-                returns = advantages + values
+                action = sample_action(window, step + slots >= episode_start[:, None])
+            actions[step] = action
+            raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            rewards_np[step] = reward
+            dones_np[step] = np.logical_or(terminations, truncations)
+            next_obs = to_obs_tensor(raw_obs)
+            # Each env's discounted return restarts at its episode end, truncations included.
+            discounted_return = discounted_return * args.gamma + reward
+            discounted_returns_np[step] = discounted_return
+            discounted_return[terminations | truncations] = 0.0
 
-                # The last K - 1 rows are carried over as the next rollout's first ones.
-                obs[:carried] = obs[args.num_steps :].clone()
-                episode_start -= args.num_steps
+            # Time-limit truncation is not failure: remember the real last observation, to bootstrap
+            # r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+            for env_idx in np.flatnonzero(truncations & ~terminations):
+                truncated_slots.append((step, env_idx, episode_start[env_idx].item()))
+                truncated_obs.append(infos["final_obs"][env_idx])
+            # An env that finished starts its next episode at the next row.
+            ended = torch.as_tensor(dones_np[step] > 0, device=device)
+            episode_start[ended] = carried + step + 1
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    episodic_returns.append(float(infos["episode"]["r"][i]))
+                    writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
 
-            b_advantages = advantages.reshape(-1)
-            b_returns = returns.reshape(-1)
+        # Advantages, with every value from the weights that acted.
+        with torch.no_grad():
+            if agent.return_rms is not None:
+                # Scale rewards by the std of the discounted return, not of the reward, as the original PPO code does;
+                # the statistics include this rollout's returns.
+                agent.return_rms.update(torch.as_tensor(discounted_returns_np.reshape(-1), device=device))
+                scale = np.sqrt(agent.return_rms.var.item() + 1e-8)
+                rewards_np[:] = np.clip(rewards_np / scale, -10, 10)
+            rewards = torch.as_tensor(rewards_np, device=device).clone()
+            dones = torch.as_tensor(dones_np, device=device)
+            # Each step's window and mask, copied once per rollout into one contiguous batch (a copy, not a view: the
+            # history's first rows are overwritten below).
+            windows, masks = episode_windows(obs, episode_starts, context_len)
+            b_windows = windows.reshape(-1, context_len, obs_dim).contiguous()
+            b_masks = masks.reshape(-1, context_len)
+            b_actions = actions.reshape(-1)
+            b_logprobs, _, b_values, b_attention = agent.evaluate_actions(b_windows, b_masks, b_actions)
+            values = b_values.reshape(args.num_steps, args.num_envs)
+            if truncated_obs:
+                # Added after the scaling above: V estimates the return of scaled rewards, so gamma * V(final_obs) is
+                # already in the units of the scaled reward it joins.
+                steps, env_ids, starts = torch.tensor(truncated_slots, device=device).T
+                final_obs = to_obs_tensor(np.stack(truncated_obs))
+                final_values = agent.get_value(*following_windows(obs, steps, env_ids, final_obs, starts, context_len))
+                for (step, env_idx, _), final_value in zip(truncated_slots, final_values):
+                    rewards[step, env_idx] += args.gamma * final_value
+            # V(s_T): next_obs follows the rollout's last step in every env.
+            last_steps = torch.full((args.num_envs,), args.num_steps - 1, device=device)
+            every_env = torch.arange(args.num_envs, device=device)
+            following = following_windows(obs, last_steps, every_env, next_obs, episode_start, context_len)
+            next_value = agent.get_value(*following)
+            advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+            returns = advantages + values  # the value targets
 
-            # ---- Update: several epochs of minibatch steps on the clipped objective.
-            ratios = []  # of every minibatch, for the diagnostics
-            for epoch in range(args.update_epochs):
-                permutation = torch.randperm(batch_size, device=device)
-                for start in range(0, batch_size, minibatch_size):
-                    mb = permutation[start : start + minibatch_size]
-                    loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
-                        agent,
-                        b_windows[mb],
-                        b_masks[mb],
-                        b_actions[mb],
-                        b_logprobs[mb],
-                        b_advantages[mb],
-                        b_values[mb],
-                        b_returns[mb],
-                        args,
-                    )
-                    ratios.append(ratio.detach())
-                    optimizer.zero_grad()
-                    loss.backward()
-                    norms = [nn.utils.clip_grad_norm_(p, args.max_grad_norm) for p in clipped]
-                    grad_norm = torch.linalg.vector_norm(torch.stack(norms))  # of all gradients
-                    optimizer.step()
+            # The last K - 1 rows are carried over as the next rollout's first ones.
+            obs[:carried] = obs[args.num_steps :].clone()
+            episode_start -= args.num_steps
 
-                if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
-                    break
+        b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
 
-            # Observation statistics: updated once per rollout, after its update. The windows are
-            # stored raw and the agent normalizes them, so every step of the batch, its bootstrap
-            # values and every epoch of the update saw the statistics the policy acted with.
-            if agent.obs_rms is not None:
-                agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
+        # Update: several epochs of minibatch steps on the clipped objective.
+        batch = (b_windows, b_masks, b_actions, b_logprobs, b_advantages, b_values, b_returns)  # as ppo_loss takes them
+        ratios = []  # of every minibatch, for the diagnostics
+        for epoch in range(args.update_epochs):
+            permutation = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb = permutation[start : start + minibatch_size]
+                loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(agent, *(b[mb] for b in batch), args)
+                ratios.append(ratio.detach())
+                optimizer.zero_grad()
+                loss.backward()
+                norms = [nn.utils.clip_grad_norm_(params, args.max_grad_norm) for params in networks]
+                grad_norm = torch.linalg.vector_norm(torch.stack(norms))  # of all gradients
+                optimizer.step()
 
-            losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(
-                global_step,
-                optimizer,
-                losses,
-                ratios,
-                grad_norm,
-                b_values,
-                b_returns,
-                b_advantages,
-                **attention_charts(b_attention),
-            )
-            if log.checkpoint_due(global_step, iteration == num_iterations):
-                save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
+            if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
+                break
 
+        # Observation statistics: updated once per rollout, after its update. The windows are stored raw and the agent
+        # normalizes them, so every step of the batch, its bootstrap values and every epoch of the update saw the
+        # statistics the policy acted with.
+        if agent.obs_rms is not None:
+            agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
+
+        # Diagnostics: the losses, KL and clip fraction of the last minibatch, as CleanRL logs them; the clip fraction
+        # and the ratios over the whole update. Where the current step looks in the last block of the policy's
+        # transformer, averaged over heads and the batch: the entropy of its attention (0: one slot; log K: spread
+        # evenly over a full window) and the weight it gives to its own observation (1: the memory goes unused).
+        sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+        all_ratios = torch.cat(ratios)
+        attention_entropy = -(b_attention * b_attention.clamp_min(1e-12).log()).sum(-1).mean()
+        scalars = {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/SPS": sps,
+            "charts/advantage_mean": b_advantages.mean().item(),
+            "charts/advantage_std": b_advantages.std().item(),
+            "losses/value_loss": v_loss.item(),
+            "losses/policy_loss": pg_loss.item(),
+            "losses/entropy": entropy_loss.item(),
+            "losses/old_approx_kl": (-ratios[-1].log()).mean().item(),
+            "losses/approx_kl": approx_kl(ratios[-1]).item(),
+            "losses/clipfrac": ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(),
+            "losses/explained_variance": explained_variance(b_values, b_returns),
+            "losses/grad_norm": grad_norm.item(),
+            "charts/attention_entropy": attention_entropy.item(),
+            "charts/attention_on_current_step": b_attention[..., -1].mean().item(),
+        }
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, global_step)
+        writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+        recent_return = float(np.mean(episodic_returns[-20:])) if episodic_returns else float("nan")
+        bar.update(batch_size)
+        bar.set_postfix(sps=sps, ret=recent_return, refresh=False)
+
+        # checkpoint.pt: the model and what --resume needs to carry on as if the run had not stopped.
+        every = args.checkpoint_every
+        if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
+            last_checkpoint_step = global_step
+            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration, torch_rng_state=torch.get_rng_state())
+            if device.type == "cuda":
+                resume["cuda_rng_state"] = torch.cuda.get_rng_state()
+            save(run_dir, "checkpoint.pt", args, agent, global_step, **resume)
+
+    bar.close()
     envs.close()
-    return finish_run(args, agent, run_dir, writer, log, global_step, device)
+    model_path = save(run_dir, "model.pt", args, agent, global_step) if args.save_model else None
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        eval_returns = play(
+            agent,
+            args.env_id,
+            args.eval_episodes,
+            first_eval_seed(args),
+            device,
+            video_dir,
+            args.progress,
+            args.mask_velocity,
+        )
+        for i, eval_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", eval_return, i)
+        print_eval(eval_returns, "greedy episodes")
+    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {recent_return:.1f}")
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    return {
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": os.path.join(run_dir, "checkpoint.pt") if args.checkpoint_every > 0 else None,
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
+# ---- Evaluation
 @torch.no_grad()
-def play(
-    agent: Agent,
-    env_id: str,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    capture_video: bool = False,
-    video_dir: str = "videos",
-    progress: bool = False,
-    mask_velocity: bool = False,
-) -> list:
-    """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up;
-    the observation statistics stay frozen. The window is the episode's last K observations;
-    shorter at the episode start, so no mask."""
-    env = make_env(env_id, 0, capture_video, video_dir, mask_velocity)()
+def play(agent, env_id: str, episodes: int, seed: int, device, video_dir=None, progress=False, mask_velocity=False):
+    """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up; the observation
+    statistics stay frozen. The window is the episode's last K observations, shorter at the episode start, so
+    it needs no mask. With a `video_dir`, the episodes are recorded there."""
+    env = make_env(env_id, 0, video_dir is not None, video_dir, mask_velocity)()
     returns = []
-    with EvalProgress(progress, episodes) as shown:
-        for episode in range(episodes):
-            raw_obs, _ = env.reset(seed=seed + episode)
-            done, total = False, 0.0
-            episode_obs = []
-            while not done:
-                raw = torch.as_tensor(raw_obs, dtype=torch.float32, device=device)
-                episode_obs.append(raw.reshape(-1))
-                window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <=K, D]
-                raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(window)))
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-            shown.advance(total)
+    bar = progress_bar(progress, episodes, desc="evaluating", unit="episode")
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        episode_obs = []
+        while not done:
+            raw = torch.as_tensor(raw_obs, dtype=torch.float32, device=device)
+            episode_obs.append(raw.reshape(-1))
+            window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <=K, D]
+            raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(window)))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        bar.update(1)
+        bar.set_postfix(ret=float(np.mean(returns)), refresh=False)
+    bar.close()
     env.close()
     return returns
 
 
-def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: Optional[int] = None,
-    cuda: bool = False,
-    capture_video: bool = False,
-    progress: bool = False,
-) -> list:
-    """Load a model.pt and return the episodic returns of its greedy policy. The default seed is
-    that of the evaluation at the end of its training, so that the same games are played."""
+def evaluate(model_path: str, env_id=None, episodes=10, seed=None, cuda=False, capture_video=False, progress=False):
+    """Load a model.pt and return the episodic returns of its greedy policy on env_id (default: the one it was
+    trained on). The default seed is that of the evaluation at the end of its training: the same games."""
     agent, saved, env_id, device = load_agent(model_path, env_id, cuda)
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval") if capture_video else None
     seed = first_eval_seed(saved) if seed is None else seed
-    return play(
-        agent,
-        env_id,
-        episodes,
-        seed,
-        device,
-        capture_video,
-        video_dir,
-        progress,
-        saved.mask_velocity,
-    )
+    return play(agent, env_id, episodes, seed, device, video_dir, progress, saved.mask_velocity)
 
 
-# =============================================================================================
-# Plumbing: what running the script needs and learning the algorithm does not. A reader of
-# the algorithm may stop here.
-# =============================================================================================
+# ---- Plumbing: errors, checkpoint files, run folders, progress, W&B. A reader of the algorithm may stop here.
 class ConfigError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
 
 
 def validate(args: Args) -> None:
-    """Refuse, in one line, the settings that cannot mean anything."""
-    for name in [
-        "total_timesteps",
-        "num_envs",
-        "num_steps",
-        "num_minibatches",
-        "update_epochs",
-        "clip_coef",
-        "max_grad_norm",
-        "context_len",
-        "embed_dim",
-        "num_layers",
-        "num_heads",
-        "torch_threads",
-    ]:
-        if not getattr(args, name) > 0:
-            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
-    for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
-    for name in ["gamma", "gae_lambda"]:
-        if not 0 <= getattr(args, name) <= 1:
-            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
-    if args.target_kl is not None and not args.target_kl > 0:
-        raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
-    if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
-        raise ConfigError(f"--lr-schedule-steps must be 0 or at least --total-timesteps, got {args.lr_schedule_steps}")
+    """Refuse, in one line, the settings that cannot mean anything. Written as `not x > 0`, which NaN fails too."""
+    rules = [
+        ("must be positive", lambda x: x > 0, "total_timesteps num_envs num_steps num_minibatches update_epochs"),
+        ("must be positive", lambda x: x > 0, "clip_coef max_grad_norm target_kl torch_threads"),
+        ("must be positive", lambda x: x > 0, "context_len embed_dim num_layers num_heads"),
+        ("must be 0 or more", lambda x: x >= 0, "learning_rate ent_coef vf_coef eval_episodes checkpoint_every"),
+        ("must be between 0 and 1", lambda x: 0 <= x <= 1, "gamma gae_lambda"),
+        ("must be between 0 and 2**32 - 1", lambda x: 0 <= x < 2**32, "seed eval_seed"),  # numpy's seeds: 32 bits
+    ]
+    for requirement, holds, names in rules:
+        for name in names.split():
+            value = getattr(args, name)
+            if value is not None and not holds(value):  # None: the optional target_kl, eval_seed
+                raise ConfigError(f"{flag(name)} {requirement}, got {value}")
+    if args.eval_only is not None and not args.eval_episodes > 0:
+        raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
     batch_size = args.num_envs * args.num_steps
@@ -900,38 +802,19 @@ def check_env(env_id: str, mask_velocity: bool = False) -> None:
         raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
     except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
         raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
-    action_space, observation_space = env.action_space, env.observation_space
+    action_space, space = env.action_space, env.observation_space
     env.close()
     if isinstance(action_space, gym.spaces.Box):
         raise ConfigError(f"{env_id} has a continuous (Box) action space; use ppo_continuous.py or sac.py")
     if not isinstance(action_space, gym.spaces.Discrete) or action_space.start != 0:
         raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n)")
-    part = unflattenable_part(observation_space)
-    if part is not None:
+    try:  # Text, Graph, Sequence have no fixed size, alone or inside a Dict or Tuple
+        gym.spaces.flatdim(space)
+    except (NotImplementedError, ValueError, TypeError):
         raise ConfigError(
-            f"{env_id}: the observation part {part} cannot be flattened into a vector; "
-            "wrap the env in a gymnasium ObservationWrapper that encodes it as a Box, or drops it"
-        )
-
-
-def unflattenable_part(space: gym.Space, path: str = "observation") -> Optional[str]:
-    """Where in a (nested) Dict or Tuple space a part lies that gymnasium cannot flatten into a
-    fixed-size vector (Text, Graph, Sequence, ...), as `observation['key'][0] (Text(...))`."""
-    if isinstance(space, gym.spaces.Dict):
-        parts = [(f"{path}[{key!r}]", sub) for key, sub in space.spaces.items()]
-    elif isinstance(space, gym.spaces.Tuple):
-        parts = [(f"{path}[{i}]", sub) for i, sub in enumerate(space.spaces)]
-    else:
-        try:
-            gym.spaces.flatdim(space)
-            return None
-        except (NotImplementedError, ValueError, TypeError):
-            return f"{path} ({space})"
-    for sub_path, sub in parts:
-        found = unflattenable_part(sub, sub_path)
-        if found is not None:
-            return found
-    return None
+            f"{env_id}: the observation space {space} cannot be flattened into a vector; wrap the env in a "
+            "gymnasium ObservationWrapper that encodes it as a Box, or drops the part"
+        ) from None
 
 
 def select_device(cuda: bool, torch_threads: int) -> torch.device:
@@ -943,11 +826,10 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
 
 
 def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
-    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
-    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
-    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
-    the GPU tests check it)."""
+    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a graph whose small
+    operations are fused into fewer kernels. --cudagraphs adds "reduce-overhead" mode, which records the kernels of a
+    call as a CUDA graph and replays it, one launch instead of hundreds (the policy's noise must still differ from
+    replay to replay: the GPU tests check it)."""
     if not args.compile:
         return fn
     if not args.cudagraphs:
@@ -955,8 +837,8 @@ def maybe_compile(fn, args: Args):
     graphed = torch.compile(fn, mode="reduce-overhead")
 
     def copied(*inputs):
-        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
-        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        # A replay writes its outputs into memory that a later replay reuses: hand back copies, which the training loop
+        # may keep (the losses for the logs, the ratios for the KL).
         out = graphed(*inputs)
         return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
@@ -976,8 +858,8 @@ def first_eval_seed(args: Args) -> int:
     return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
 
 
-# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
 def save_atomic(obj: dict, path: str) -> None:
+    """Write to a temporary file and rename it: a kill never leaves a broken file."""
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
         torch.save(obj, f)
@@ -998,18 +880,19 @@ def load_file(path: str, required_keys: tuple) -> dict:
     missing = [k for k in required_keys if not isinstance(data, dict) or k not in data]
     if missing:
         raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
+    # Files of an earlier version may hold settings this one no longer has.
+    data["args"] = {k: v for k, v in data["args"].items() if k in Args.__dataclass_fields__}
     return data
 
 
-def args_to_run(args: Args) -> tuple:
+def load_settings(args: Args) -> tuple:
     """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
     how it is run (device, progress, W&B) may change. Returns (args, checkpoint or None)."""
     checkpoint = None
     if args.resume is not None:
-        required = ("model", "optimizer", "args", "global_step", "iteration")
-        checkpoint = load_file(args.resume, required)
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
         saved = Args(**checkpoint["args"])
-        saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
+        saved.resume, saved.cuda, saved.progress, saved.track = args.resume, args.cuda, args.progress, args.track
         args = saved
     validate(args)
     check_env(args.env_id, args.mask_velocity)
@@ -1017,8 +900,7 @@ def args_to_run(args: Args) -> tuple:
 
 
 def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, device) -> tuple:
-    """Load a checkpoint's weights, optimizer and random state; returns (global_step, first
-    iteration), which are (0, 1) for a new run."""
+    """Load a checkpoint's weights, optimizer and RNG state; returns (global_step, first iteration), (0, 1) if new."""
     if checkpoint is None:
         return 0, 1
     agent.load_state_dict(checkpoint["model"])
@@ -1030,20 +912,18 @@ def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, dev
     return checkpoint["global_step"], checkpoint["iteration"] + 1
 
 
-def save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device) -> None:
-    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped."""
-    state = {
-        "model": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "args": asdict(args),
-        "global_step": global_step,
-        "iteration": iteration,
-        "run_dir": run_dir,
-        "torch_rng_state": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda_rng_state"] = torch.cuda.get_rng_state()
-    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
+def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
+    """model.pt: the weights with the observation statistics, the args and the step, all that `evaluate`
+    needs. checkpoint.pt: the same and what `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    path = os.path.join(run_dir, filename)
+    state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
+    if resume_state:
+        state["run_dir"] = run_dir
+    try:
+        save_atomic(state, path)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
@@ -1055,8 +935,7 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     check_env(env_id, saved.mask_velocity)
     device = select_device(cuda, saved.torch_threads)
     env = make_env(env_id, 0, False, "", saved.mask_velocity)()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    agent = Agent(obs_dim, int(env.action_space.n), saved).to(device)
+    agent = Agent(int(np.prod(env.observation_space.shape)), int(env.action_space.n), saved).to(device)
     env.close()
     try:
         agent.load_state_dict(data["model"])
@@ -1066,243 +945,56 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     return agent, saved, env_id, device
 
 
-# ---- Run folder, TensorBoard, W&B, progress
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
-    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
-    the same scalars to W&B with --track. Returns (run_dir, writer)."""
+    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, whose scalars --track sends to W&B."""
     if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
         run_dir = checkpoint["run_dir"]
     else:
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
         run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder under {args.runs_dir}: {e.strerror or e}") from None
     print(f"device: {device}, run: {run_dir}")
     if args.track:
         try:
             import wandb
         except ImportError:
             raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=os.path.basename(run_dir),
-            save_code=True,
-        )
+        config = dict(sync_tensorboard=True, config=asdict(args), name=os.path.basename(run_dir), save_code=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, **config)
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     return run_dir, writer
 
 
-def attention_charts(attention: torch.Tensor) -> dict:
-    """Where the current step looks, in the last block of the policy's transformer, averaged over
-    heads and the batch (attention [B, heads, L]): the entropy of its attention (0: one slot;
-    log K: spread evenly over a full window) and the weight it gives to its own observation
-    (1: the memory goes unused)."""
-    entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1).mean()
-    return {"attention_entropy": entropy, "attention_on_current_step": attention[..., -1].mean()}
-
-
-class TrainingLog:
-    """The episodes' returns, the diagnostics of every update (TensorBoard, CleanRL's names),
-    the progress bar, and when a checkpoint is due."""
-
-    def __init__(self, args: Args, writer: SummaryWriter, global_step: int):
-        self.args, self.writer = args, writer
-        self.episodic_returns, self.episodic_lengths = [], []
-        self.start_time, self.start_step = time.time(), global_step
-        self.last_checkpoint_step = global_step
-        self.progress = make_progress(args.progress)
-        self.task = self.progress.add_task(
-            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
-        )
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def episodes(self, infos: dict, global_step: int) -> None:
-        """Log the episodes that ended at this step, as RecordEpisodeStatistics saw them."""
-        if "episode" not in infos:
-            return
-        for env_idx in np.flatnonzero(infos["_episode"]):
-            self.episodic_returns.append(float(infos["episode"]["r"][env_idx]))
-            self.episodic_lengths.append(int(infos["episode"]["l"][env_idx]))
-            self.writer.add_scalar("charts/episodic_return", self.episodic_returns[-1], global_step)
-            self.writer.add_scalar("charts/episodic_length", self.episodic_lengths[-1], global_step)
-
-    def sps(self, global_step: int) -> int:
-        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
-
-    def recent_return(self) -> float:
-        returns = self.episodic_returns[-20:]
-        return float(np.mean(returns)) if returns else float("nan")
-
-    def update(
-        self,
-        global_step,
-        optimizer,
-        losses,
-        ratios,
-        grad_norm,
-        values,
-        returns,
-        advantages,
-        **charts,
-    ) -> None:
-        """What diagnosing PPO needs, once per update: the losses of the last minibatch, KL and
-        clip fraction (of the last minibatch, as CleanRL logs them, and over the update), and
-        the script's own `charts`."""
-        add = self.writer.add_scalar
-        sps = self.sps(global_step)
-        add("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        add("charts/SPS", sps, global_step)
-        add("charts/advantage_mean", advantages.mean().item(), global_step)
-        add("charts/advantage_std", advantages.std().item(), global_step)
-        for name, value in losses.items():
-            add(f"losses/{name}", value.item(), global_step)
-        all_ratios = torch.cat(ratios)
-        add("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
-        add("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
-        clipfrac = ((all_ratios - 1.0).abs() > self.args.clip_coef).float().mean()
-        add("losses/clipfrac", clipfrac.item(), global_step)
-        add("losses/explained_variance", explained_variance(values, returns), global_step)
-        add("losses/grad_norm", grad_norm.item(), global_step)
-        for name, value in charts.items():
-            add(f"charts/{name}", value.item(), global_step)
-        self.writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
-        self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
-
-    def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
-        every = self.args.checkpoint_every
-        if every > 0 and (global_step - self.last_checkpoint_step >= every or last_iteration):
-            self.last_checkpoint_step = global_step
-            return True
-        return False
-
-
-def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
-    """Save model.pt, evaluate the greedy policy, and close the logs. Returns what `train`
-    returns."""
-    sps = log.sps(global_step)
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        model = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}
-        save_atomic(model, model_path)
-    eval_returns = []
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(
-            agent,
-            args.env_id,
-            args.eval_episodes,
-            first_eval_seed(args),
-            device,
-            args.capture_video,
-            video_dir,
-            args.progress,
-            args.mask_velocity,
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print_eval(eval_returns, "greedy episodes")
-    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}")
-    writer.close()
-    if args.track:
-        import wandb
-
-        wandb.finish()
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    return {
-        "global_step": global_step,
-        "episodic_returns": log.episodic_returns,
-        "episodic_lengths": log.episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
-        "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-    }
-
-
 def print_eval(returns: list, what: str) -> None:
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+    print(f"eval: mean return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} {what}")
 
 
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "training", unit: str = "step"):
+    """A tqdm bar, silent unless stdout is a terminal."""
+    from tqdm import tqdm
 
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
-
-
-class EvalProgress:
-    """A progress bar over evaluation episodes, with the mean return so far."""
-
-    def __init__(self, enabled: bool, episodes: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.returns = []
-        self.progress = Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mean return {task.fields[ret]:.1f}"),
-            disable=not (enabled and sys.stdout.isatty()),
-        )
-        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def advance(self, episode_return: float) -> None:
-        self.returns.append(episode_return)
-        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not (enabled and sys.stdout.isatty()))
 
 
 def main() -> None:
     """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
     printed as one line with exit code 2."""
-    cli_args = tyro.cli(Args)
+    args = tyro.cli(Args)
     try:
-        if cli_args.eval_only is not None:
-            eval_returns = evaluate(
-                cli_args.eval_only,
-                None,
-                cli_args.eval_episodes,
-                cli_args.eval_seed,
-                cli_args.cuda,
-                cli_args.capture_video,
-                cli_args.progress,
-            )
-            print_eval(eval_returns, f"episodes: {eval_returns}")
+        if args.eval_only is None:
+            train(args)
         else:
-            train(cli_args)
+            validate(args)
+            returns = evaluate(
+                args.eval_only, None, args.eval_episodes, args.eval_seed, args.cuda, args.capture_video, args.progress
+            )
+            print_eval(returns, f"episodes: {returns}")
     except ConfigError as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -76,7 +76,7 @@ def small_agent(**overrides) -> "ppo.Agent":
 # ---------------------------------------------------------------------------------------------
 # The attention mask, on the network itself
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", [{}, {"gated": True}, {"position_from_start": True}])
+@pytest.mark.parametrize("variant", [{}, {"position_from_start": True}])
 @pytest.mark.parametrize("critic", [False, True], ids=["policy", "value"])
 def test_observations_of_other_episodes_do_not_change_the_output(variant, critic):
     agent = small_agent(**variant)
@@ -104,8 +104,7 @@ def test_observations_of_other_episodes_do_not_change_the_output(variant, critic
 
 
 def test_the_value_and_the_policy_move_their_own_transformers_only():
-    # With a separate critic (the default) the value's gradient never reaches the policy's
-    # transformer, nor the policy's the value's; with one shared transformer both reach it.
+    # The value's gradient never reaches the policy's transformer, nor the policy's the value's.
     def gradients(agent, which):
         windows, masks = (
             torch.randn(4, 6, 3),
@@ -123,16 +122,11 @@ def test_the_value_and_the_policy_move_their_own_transformers_only():
     agent = small_agent()
     assert gradients(agent, "value") == {"encoder": False, "critic_encoder": True}
     assert gradients(agent, "policy") == {"encoder": True, "critic_encoder": False}
-    shared = small_agent(separate_critic=False)
-    assert gradients(shared, "value") == {"encoder": True}
-    assert gradients(shared, "policy") == {"encoder": True}
 
 
-@pytest.mark.parametrize("each", [False, True], ids=["together", "each"])
-def test_clip_each_network_clips_the_policy_and_the_value_apart(tmp_path, monkeypatch, each):
-    # Which parameters each gradient clipping of a short run covers, and to what norm: by default
-    # the policy's (transformer and head) and the value's apart, each to --max-grad-norm; with
-    # --no-clip-each-network all of them at once.
+def test_the_policy_and_the_value_are_clipped_apart(tmp_path, monkeypatch):
+    # Which parameters each gradient clipping of a short run covers, and to what norm: the
+    # policy's (transformer and head) and the value's apart, each to --max-grad-norm.
     agents, clipped, limits = [], [], set()
     agent_class, clip = ppo.Agent, torch.nn.utils.clip_grad_norm_
 
@@ -149,7 +143,7 @@ def test_clip_each_network_clips_the_policy_and_the_value_apart(tmp_path, monkey
 
     monkeypatch.setattr(ppo, "Agent", RecordingAgent)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
-    ppo.train(SCRIPT.args(tmp_path, clip_each_network=each, eval_episodes=0, save_model=False))
+    ppo.train(SCRIPT.args(tmp_path, eval_episodes=0, save_model=False))
     (agent,) = agents
 
     def ids(*modules):
@@ -157,10 +151,8 @@ def test_clip_each_network_clips_the_policy_and_the_value_apart(tmp_path, monkey
 
     policy, value = ids(agent.encoder, agent.actor), ids(agent.critic_encoder, agent.critic)
     assert policy | value == ids(agent) and not policy & value
-    expected = [policy, value] if each else [ids(agent)]
-    assert len(clipped) > 2 and clipped == expected * (len(clipped) // len(expected))
+    assert len(clipped) > 2 and clipped == [policy, value] * (len(clipped) // 2)
     assert limits == {ppo.Args.max_grad_norm}
-    assert len(small_agent(separate_critic=False).networks()) == 1
 
 
 def test_a_slot_sees_neither_later_slots_nor_other_episodes():
@@ -290,7 +282,7 @@ def test_evaluation_rebuilds_the_window(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# Velocity-hidden environments, the gated variant, and clear errors
+# Velocity-hidden environments and clear errors
 # ---------------------------------------------------------------------------------------------
 def test_mask_velocity_keeps_cart_position_and_pole_angle():
     env = ppo.make_env("CartPole-v1", 0, False, "", mask_velocity=True)()
@@ -304,7 +296,9 @@ def test_mask_velocity_keeps_cart_position_and_pole_angle():
 
 def test_mask_velocity_is_documented_and_refused_where_it_has_no_meaning(tmp_path, in_tmp):
     proc = run_cli("ppo_transformer.py", "--help", cwd=in_tmp)
-    assert "--mask-velocity" in proc.stdout and "--context-len" in proc.stdout and "--gated" in proc.stdout
+    assert (
+        "--mask-velocity" in proc.stdout and "--context-len" in proc.stdout and "--position-from-start" in proc.stdout
+    )
     with pytest.raises(ppo.ConfigError, match="--mask-velocity knows the velocity components of CartPole-v1"):
         ppo.train(SCRIPT.args(tmp_path, env_id="test/DictObs-v0", mask_velocity=True))
 
@@ -324,20 +318,12 @@ def test_bad_network_settings_are_refused_clearly(tmp_path, overrides, message):
         ppo.train(SCRIPT.args(tmp_path, **overrides))
 
 
-def test_gated_agent_trains_saves_and_evaluates_with_hidden_velocities(tmp_path):
-    result = ppo.train(SCRIPT.args(tmp_path, gated=True, num_layers=2, mask_velocity=True))
+def test_agent_with_hidden_velocities_trains_saves_and_evaluates(tmp_path):
+    result = ppo.train(SCRIPT.args(tmp_path, position_from_start=True, num_layers=2, mask_velocity=True))
     agent, saved, *_ = ppo.load_agent(result["model_path"])
-    assert saved.gated and saved.mask_velocity and isinstance(agent.encoder.blocks[1].gate2, ppo.GatedResidual)
+    assert saved.position_from_start and saved.mask_velocity and agent.encoder.position_from_start is not None
     assert agent.encoder.embed.in_features == 2
     assert len(ppo.evaluate(result["model_path"], episodes=2)) == 2
-
-
-def test_gates_start_close_to_the_identity():
-    # b_g = 2 keeps z = sigmoid(... - 2) small at initialization: out stays near x.
-    torch.manual_seed(0)
-    gate = ppo.GatedResidual(16)
-    x, y = torch.randn(64, 16), torch.randn(64, 16)
-    assert (gate(x, y) - x).abs().mean() < 0.5 * (x + y - x).abs().mean()
 
 
 # ---------------------------------------------------------------------------------------------
