@@ -23,6 +23,7 @@ Usage (the default budget is 20k steps of Pendulum-v1: 5k random ones, then 15k 
 TensorBoard: `tensorboard --logdir runs`.
 """
 
+import functools
 import math
 import os
 import random
@@ -194,14 +195,12 @@ class Actor(nn.Module):
         )
         self.fc_mean = nn.Linear(hidden_size, act_dim)
         self.fc_logstd = nn.Linear(hidden_size, act_dim)
-        low = torch.as_tensor(action_low, dtype=torch.float32)
-        high = torch.as_tensor(action_high, dtype=torch.float32)
+        low, high = (torch.as_tensor(bound, dtype=torch.float32) for bound in (action_low, action_high))
         self.register_buffer("action_scale", (high - low) / 2.0)
         self.register_buffer("action_bias", (high + low) / 2.0)
 
     def forward(self, obs: torch.Tensor):
-        """Mean and log standard deviation of u; log_std is squashed smoothly into
-        [LOG_STD_MIN, LOG_STD_MAX]."""
+        """Mean and log standard deviation of u, log_std squashed smoothly into [LOG_STD_MIN, LOG_STD_MAX]."""
         h = self.trunk(obs)
         log_std = torch.tanh(self.fc_logstd(h))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1.0)
@@ -212,8 +211,7 @@ class Actor(nn.Module):
         (reparameterization: u = mean + std * noise)."""
         mean, log_std = self(obs)
         u = mean + log_std.exp() * torch.randn_like(mean)
-        log_prob = squashed_gaussian_log_prob(u, mean, log_std)
-        return torch.tanh(u) * self.action_scale + self.action_bias, log_prob
+        return torch.tanh(u) * self.action_scale + self.action_bias, squashed_gaussian_log_prob(u, mean, log_std)
 
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
         """The deterministic action: tanh of the mean, rescaled to the env's bounds."""
@@ -226,12 +224,9 @@ class SoftQNetwork(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_size: int):
         super().__init__()
+        h = hidden_size
         self.net = nn.Sequential(
-            nn.Linear(obs_dim + act_dim, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ReLU(),
-            nn.Linear(hidden_size, 1),
+            nn.Linear(obs_dim + act_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1)
         )
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -263,23 +258,20 @@ def soft_actor_loss(actor, qf1, qf2, obs, alpha) -> tuple:
 
 # ---- Training
 class ReplayBuffer:
-    """Transitions (obs, actions, rewards, next_obs, terminations) in preallocated numpy arrays,
-    written in a circle (the oldest is overwritten first) and sampled uniformly with replacement.
-    `next_obs` is the real observation that followed the action, also where the episode ended;
-    `terminations` is 1 only where it ended by termination, so a time limit still bootstraps.
-    float32 throughout: (2 * obs_dim + act_dim + 2) * 4 bytes per transition (HalfCheetah: 168
-    bytes, 168 MB for 1M)."""
+    """Transitions (obs, actions, rewards, next_obs, terminations) in preallocated float32 arrays, written in a circle
+    (the oldest overwritten first) and sampled uniformly with replacement. `next_obs` is the real observation that
+    followed the action, also where the episode ended; `terminations` is 1 only where it ended by termination, so a
+    time limit still bootstraps. (2 * obs_dim + act_dim + 2) * 4 bytes per transition: 168 MB for 1M of HalfCheetah."""
 
     FIELDS = ("obs", "actions", "rewards", "next_obs", "terminations")
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
-        self.capacity = capacity
+        self.capacity, self.pos, self.size = capacity, 0, 0
         self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.actions = np.zeros((capacity, act_dim), dtype=np.float32)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.terminations = np.zeros(capacity, dtype=np.float32)
-        self.pos, self.size = 0, 0
 
     def add(self, obs, actions, rewards, next_obs, terminations) -> None:
         """Store one vector step: the first axis of every argument is the environment."""
@@ -300,12 +292,9 @@ class ReplayBuffer:
         return {"pos": self.pos, "size": self.size, **tensors}
 
     def load_state_dict(self, state: dict) -> None:
-        n = state["size"]
-        if n > self.capacity:
-            raise ConfigError(f"the checkpoint's buffer holds {n} transitions, more than --buffer-size {self.capacity}")
         for name in self.FIELDS:
-            getattr(self, name)[:n] = state[name].numpy()
-        self.pos, self.size = state["pos"], n
+            getattr(self, name)[: state["size"]] = state[name].numpy()
+        self.pos, self.size = state["pos"], state["size"]
 
 
 def train(args: Args) -> dict:
@@ -349,11 +338,12 @@ def train(args: Args) -> dict:
     alpha = log_alpha.detach().exp() if args.autotune else torch.tensor(args.alpha, device=device)
     # Updates start after learning_starts steps; a resumed run whose buffer was not saved first
     # refills it with learning_starts steps (of the current policy, when past the random phase).
-    updates_start = global_step + args.learning_starts if checkpoint and buffer.size == 0 else args.learning_starts
+    updates_start = (
+        global_step + args.learning_starts if checkpoint is not None and buffer.size == 0 else args.learning_starts
+    )
     num_iterations = args.total_timesteps // args.num_envs
 
-    def to_tensor(x) -> torch.Tensor:
-        return torch.as_tensor(x, dtype=torch.float32, device=device)
+    to_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=device)
 
     # --compile: these three functions through torch.compile (see maybe_compile), called by their names.
     compiled = SimpleNamespace(
@@ -362,9 +352,9 @@ def train(args: Args) -> dict:
         get_action=maybe_compile(actor.get_action, args),
     )
 
-    episodic_returns, episodic_lengths = [], []
+    episodic_returns = []
     start_time, start_step, first_update = time.time(), global_step, num_updates
-    updates_start_time, last_checkpoint_step = None, global_step
+    updates_start_time, last_saved = None, global_step
     bar = progress_bar(args.progress, args.total_timesteps, global_step)
     # A resumed run starts fresh episodes, seeded differently from the first start.
     obs, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
@@ -390,9 +380,8 @@ def train(args: Args) -> dict:
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
                 episodic_returns.append(float(infos["episode"]["r"][i]))
-                episodic_lengths.append(int(infos["episode"]["l"][i]))
                 writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
-                writer.add_scalar("charts/episodic_length", episodic_lengths[-1], global_step)
+                writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
 
         # ---- Update: one gradient step of both Q networks per vector step, on the soft Bellman
         # target y = r + gamma * (1 - terminated) * (min Q'(s', a') - alpha log pi).
@@ -460,9 +449,8 @@ def train(args: Args) -> dict:
             bar.update(global_step - bar.n)
             bar.set_postfix(sps=sps, ret=np.mean(episodic_returns[-20:] or np.nan), refresh=False)
         # checkpoint.pt: what --resume needs to carry on as if the run had not stopped.
-        every = args.checkpoint_every
-        if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
-            last_checkpoint_step = global_step
+        if args.checkpoint_every and (global_step - last_saved >= args.checkpoint_every or iteration == num_iterations):
+            last_saved = global_step
             state = dict(iteration=iteration, num_updates=num_updates, numpy_rng_state=rng.bit_generator.state)
             save(run_dir, "checkpoint.pt", args, actor, global_step, **state, **parts)
     bar.close()
@@ -470,29 +458,27 @@ def train(args: Args) -> dict:
 
     # The end: model.pt, the deterministic policy's evaluation, the summary.
     sps = int((global_step - start_step) / (time.time() - start_time))
-    updates_per_second = (num_updates - first_update) / (time.time() - (updates_start_time or 0.0))
+    ups = (num_updates - first_update) / (time.time() - (updates_start_time or 0.0))  # updates per second
     model_path = save(run_dir, "model.pt", args, actor, global_step) if args.save_model else None
     eval_returns = []
     if args.eval_episodes > 0:
-        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        videos = os.path.join(run_dir, "videos-eval") if args.capture_video else None
         eval_returns = play(
-            actor, args.env_id, args.eval_episodes, first_eval_seed(args), device, video_dir, args.progress
+            actor, args.env_id, args.eval_episodes, first_eval_seed(args), device, videos, args.progress
         )
         for i, episodic_return in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", episodic_return, i)
         mean, std = np.mean(eval_returns), np.std(eval_returns)
         print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(eval_returns)} deterministic episodes")
     recent = np.mean(episodic_returns[-20:] or np.nan)
-    print(
-        f"done: {global_step} steps, {sps} steps/s, {updates_per_second:.0f} updates/s, last 20 episodes {recent:.1f}"
-    )
+    print(f"done: {global_step} steps, {sps} steps/s, {ups:.0f} updates/s, last 20 episodes {recent:.1f}")
     writer.close()
     if args.track:
         import wandb
 
         wandb.finish()
-    result = dict(global_step=global_step, num_updates=num_updates, sps=sps, updates_per_second=updates_per_second)
-    result.update(episodic_returns=episodic_returns, episodic_lengths=episodic_lengths, eval_returns=eval_returns)
+    result = dict(global_step=global_step, num_updates=num_updates, sps=sps, updates_per_second=ups)
+    result.update(episodic_returns=episodic_returns, eval_returns=eval_returns)
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt") if args.checkpoint_every > 0 else None
     return dict(result, run_dir=run_dir, model_path=model_path, checkpoint_path=checkpoint_path)
 
@@ -538,9 +524,8 @@ class ConfigError(Exception):
 
 def validate(args: Args) -> None:
     """Refuse, in one line, the settings that cannot mean anything (written so that NaN fails too)."""
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_frequency"]
-    positive += ["target_network_frequency", "hidden_size", "torch_threads"]
-    for name in positive:
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_frequency", "hidden_size"]
+    for name in [*positive, "target_network_frequency", "torch_threads"]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["policy_lr", "q_lr", "alpha", "eval_episodes", "checkpoint_every"]:
@@ -558,10 +543,8 @@ def validate(args: Args) -> None:
         n, steps = args.num_envs, args.total_timesteps
         raise ConfigError(f"--total-timesteps {steps} is less than one step of all envs (num_envs = {n})")
     if not 0 <= args.learning_starts < args.total_timesteps:
-        raise ConfigError(
-            f"--learning-starts {args.learning_starts} must be in [0, --total-timesteps {args.total_timesteps}): "
-            "otherwise no update ever happens"
-        )
+        what = f"--learning-starts {args.learning_starts} must be in [0, --total-timesteps {args.total_timesteps})"
+        raise ConfigError(f"{what}: otherwise no update ever happens")
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
 
@@ -604,11 +587,9 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
 
 
 def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
-    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
-    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
-    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
-    the GPU tests check it)."""
+    """fn itself, or with --compile fn through torch.compile: the same code traced once into a graph, its small
+    operations fused into fewer kernels. --cudagraphs adds "reduce-overhead" mode: a call's kernels recorded as a
+    CUDA graph and replayed, one launch instead of hundreds (the policy's noise still differs between replays)."""
     if not args.compile:
         return fn
     if not args.cudagraphs:
@@ -681,13 +662,9 @@ def restore(args: Args, checkpoint: Optional[dict], parts: dict, rng: np.random.
     states; returns (global_step, first iteration, num_updates), which are (0, 1, 0) for a new run."""
     if checkpoint is None:
         return 0, 1, 0
-    missing = [name for name in parts if name not in checkpoint]
-    if missing:
-        raise ConfigError(f"{args.resume} is not a checkpoint of this script (missing {missing})")
     for name, part in parts.items():
         if isinstance(part, torch.Tensor):
-            with torch.no_grad():
-                part.copy_(checkpoint[name])
+            part.detach().copy_(checkpoint[name])  # in place, outside autograd (log_alpha)
         else:
             part.load_state_dict(checkpoint[name])
     torch.set_rng_state(checkpoint["torch_rng_state"])
@@ -752,14 +729,8 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
             import wandb
         except ImportError:
             raise ConfigError("--track needs Weights & Biases: pip install wandb") from None
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=os.path.basename(run_dir),
-            save_code=True,
-        )
+        where = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=os.path.basename(run_dir))
+        wandb.init(**where, config=asdict(args), sync_tensorboard=True, save_code=True)
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)

@@ -218,7 +218,7 @@ def test_episode_ends_store_the_real_last_observation(tmp_path, env_id, terminat
     # A truncation is stored as "not terminated": its next state's value is bootstrapped.
     assert terminations[ends].tolist() == [terminated] * 8
     assert terminations[~ends].tolist() == [0.0] * 32
-    assert result["episodic_lengths"] == [5] * 8
+    assert [v for _, v in read_scalars(result["run_dir"])["charts/episodic_length"]] == [5] * 8
 
 
 # ---------------------------------------------------------------------------------------------
