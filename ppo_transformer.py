@@ -254,15 +254,11 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
 
 
 def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context_len: int) -> tuple:
-    """Every step's window of its episode's last K = context_len observations, cut from the
-    rollout in one strided view (no Python loop, no copy).
-
-    history [K - 1 + T, N, D]: per env, the K - 1 observations carried over from the previous
-    rollout, then this rollout's T, so that step t's own observation is row t + K - 1 and its
-    window is rows t .. t + K - 1. episode_starts [T, N]: the row where step t's episode began.
-    Returns windows [T, N, K, D] and masks [T, N, K], where mask = row >= episode start: False
-    for the slots that belong to an earlier episode (or precede the first one).
-    """
+    """Every step's window of its episode's last K = context_len observations, cut from the rollout in one strided view
+    (no Python loop, no copy). history [K - 1 + T, N, D]: per env, the K - 1 observations carried over from the
+    previous rollout, then this rollout's T, so that step t's own observation is row t + K - 1 and its window is rows
+    t .. t + K - 1. episode_starts [T, N]: the row where step t's episode began. Returns windows [T, N, K, D] and masks
+    [T, N, K], where mask = row >= episode start: False for the slots of an earlier episode (or before the first)."""
     num_steps = history.shape[0] - context_len + 1
     windows = history.unfold(0, context_len, 1).transpose(-1, -2)  # [T, N, K, D]
     device = history.device
@@ -283,9 +279,9 @@ def following_windows(history, steps, env_ids, following_obs, episode_starts, co
 
 
 def attention_mask(masks: torch.Tensor) -> torch.Tensor:
-    """Which slots of a window each slot may attend to, from masks [B, L] (True: in the current
-    episode): allowed[b, i, j] = j <= i (causal) and masks[b, j]. A slot before the episode start
-    attends to itself only, so that no softmax row is empty; its output is never read."""
+    """Which slots of a window each slot may attend to, from masks [B, L] (True: in the current episode):
+    allowed[b, i, j] = j <= i (causal) and masks[b, j]. A slot before the episode start attends to itself only, so
+    that no softmax row is empty; its output is never read."""
     length = masks.shape[-1]
     causal = torch.ones(length, length, dtype=torch.bool, device=masks.device).tril()
     itself = torch.eye(length, dtype=torch.bool, device=masks.device)
@@ -372,21 +368,19 @@ class Block(nn.Module):
 
 
 class WindowEncoder(nn.Module):
-    """A causal transformer over the window of the episode's last K (normalized) observations;
-    returns the features of the current step, its last slot."""
+    """A causal transformer over the window of the episode's last K (normalized) observations; returns the features of
+    the current step, its last slot."""
 
     def __init__(self, obs_dim: int, args: Args):
         super().__init__()
-        dim = args.embed_dim
+        dim, length = args.embed_dim, args.context_len
         self.embed = nn.Linear(obs_dim, dim)
         # Learned positions, counted back from the current step: the last slot is always "now".
-        self.position = nn.Parameter(torch.randn(args.context_len, dim) * 0.02)
+        self.position = nn.Parameter(torch.randn(length, dim) * 0.02)
         # Optional, counted forward from the window's oldest observation of the episode: with these, "attend to the
         # episode's first observation" is one learned query, not a search for the oldest slot among positions that
         # differ at every step.
-        self.position_from_start = (
-            nn.Parameter(torch.randn(args.context_len, dim) * 0.02) if args.position_from_start else None
-        )
+        self.position_from_start = nn.Parameter(torch.randn(length, dim) * 0.02) if args.position_from_start else None
         self.blocks = nn.ModuleList(Block(dim, args.num_heads) for _ in range(args.num_layers))
         self.norm = nn.LayerNorm(dim)  # pre-norm blocks leave their output unnormalized
 
@@ -424,9 +418,9 @@ class Agent(nn.Module):
         self.critic_encoder = WindowEncoder(obs_dim, args)
 
     def inputs(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> tuple:
-        """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D]
-        is a window of one); masks [B, L], True where the slot is in the current episode (None:
-        all are). Returns the normalized windows and the masks, as both transformers read them."""
+        """windows [B, L, D] of raw observations, oldest first, L <= K (a single observation [B, D] is a window of one);
+        masks [B, L], True where the slot is in the current episode (None: all are). Returns the normalized windows
+        and the masks, as both transformers read them."""
         if windows.dim() == 2:
             windows = windows.unsqueeze(1)
         if masks is None:
@@ -717,8 +711,8 @@ def train(args: Args) -> dict:
 @torch.no_grad()
 def play(agent, env_id: str, episodes: int, seed: int, device, video_dir=None, progress=False, mask_velocity=False):
     """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up; the observation
-    statistics stay frozen. The window is the episode's last K observations, shorter at the episode start, so
-    it needs no mask. With a `video_dir`, the episodes are recorded there."""
+    statistics stay frozen. The window is the episode's last K observations (fewer at its start: no mask needed).
+    With a `video_dir`, the episodes are recorded there."""
     env = make_env(env_id, 0, video_dir is not None, video_dir, mask_velocity)()
     returns = []
     bar = progress_bar(progress, episodes, desc="evaluating", unit="episode")
@@ -826,10 +820,9 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
 
 
 def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a graph whose small
-    operations are fused into fewer kernels. --cudagraphs adds "reduce-overhead" mode, which records the kernels of a
-    call as a CUDA graph and replays it, one launch instead of hundreds (the policy's noise must still differ from
-    replay to replay: the GPU tests check it)."""
+    """fn itself, or with --compile fn through torch.compile: traced once into a graph of fused kernels. --cudagraphs
+    adds "reduce-overhead" mode, which replays the kernels of a call as one CUDA graph, one launch instead of hundreds
+    (the policy's noise must still differ from replay to replay: the GPU tests check it)."""
     if not args.compile:
         return fn
     if not args.cudagraphs:
@@ -927,8 +920,7 @@ def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
-    """Rebuild the Agent of a model.pt (weights and observation statistics) for env_id (default:
-    the one it was trained on). Returns (agent, saved Args, env_id, device)."""
+    """Rebuild the Agent of a model.pt for env_id (default: its own); returns (agent, saved Args, env_id, device)."""
     data = load_file(model_path, ("model", "args"))
     saved = Args(**data["args"])
     env_id = env_id or saved.env_id
