@@ -523,20 +523,22 @@ class ConfigError(Exception):
 
 
 def validate(args: Args) -> None:
-    """Refuse, in one line, the settings that cannot mean anything (written so that NaN fails too)."""
-    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_frequency", "hidden_size"]
-    for name in [*positive, "target_network_frequency", "torch_threads"]:
-        if not getattr(args, name) > 0:
-            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
-    for name in ["policy_lr", "q_lr", "alpha", "eval_episodes", "checkpoint_every"]:
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
-    if not 0 <= args.gamma <= 1:
-        raise ConfigError(f"--gamma must be between 0 and 1, got {args.gamma}")
-    if not 0 < args.tau <= 1:
-        raise ConfigError(f"--tau must be more than 0 and at most 1, got {args.tau}")
-    if not 0 <= args.seed <= 2**32 - 1:
-        raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    """Refuse, in one line, the settings that cannot mean anything. Written as `not x > 0`, which NaN fails too."""
+    rules = [
+        ("must be positive", lambda x: x > 0, "total_timesteps num_envs buffer_size batch_size policy_frequency"),
+        ("must be positive", lambda x: x > 0, "target_network_frequency hidden_size torch_threads"),
+        ("must be 0 or more", lambda x: x >= 0, "policy_lr q_lr alpha eval_episodes checkpoint_every"),
+        ("must be between 0 and 1", lambda x: 0 <= x <= 1, "gamma"),
+        ("must be more than 0 and at most 1", lambda x: 0 < x <= 1, "tau"),
+        ("must be between 0 and 2**32 - 1", lambda x: 0 <= x < 2**32, "seed eval_seed"),  # numpy's seeds: 32 bits
+    ]
+    for requirement, holds, names in rules:
+        for name in names.split():
+            value = getattr(args, name)
+            if value is not None and not holds(value):  # None: the optional eval_seed
+                raise ConfigError(f"{flag(name)} {requirement}, got {value}")
+    if args.eval_only is not None and not args.eval_episodes > 0:
+        raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
     if args.buffer_size < args.num_envs:
         raise ConfigError(f"--buffer-size {args.buffer_size} cannot hold one step of {args.num_envs} envs")
     if args.total_timesteps < args.num_envs:
@@ -751,9 +753,8 @@ def main() -> None:
     try:
         if args.eval_only is None:
             train(args)
-        elif args.eval_episodes < 1:
-            raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
         else:
+            validate(args)
             returns = evaluate(
                 args.eval_only, None, args.eval_episodes, args.eval_seed, args.cuda, args.capture_video, args.progress
             )

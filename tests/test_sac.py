@@ -382,6 +382,7 @@ def test_resume_carries_on_where_the_checkpoint_left_off(tmp_path, monkeypatch, 
         (dict(total_timesteps=3, num_envs=4, learning_starts=0), "less than one step of all envs"),
         (dict(seed=-1), "--seed must be between 0 and 2**32 - 1, got -1"),
         (dict(seed=2**32), "--seed must be between 0 and 2**32 - 1, got 4294967296"),
+        (dict(eval_seed=-1), "--eval-seed must be between 0 and 2**32 - 1, got -1"),
         # /dev/null is no folder, even for root: the run's folder cannot be made under it.
         (dict(runs_dir="/dev/null/runs"), "cannot create the run folder under /dev/null/runs"),
     ],
