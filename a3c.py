@@ -7,32 +7,32 @@ advantage actor-critic loss on it, and applies that gradient to one model held i
 through one shared optimizer, without any lock (Hogwild, Recht et al. 2011). The workers never
 wait for one another; the diversity of their experience replaces a replay buffer.
 
-The main process does no learning: it starts the workers, logs the episodes they report
-through a queue, writes checkpoints, and stops every worker when the budget is spent, when one
-of them fails, or on Ctrl-C. Workers run on CPU by design: they share one model in CPU memory.
+The main process does no learning: it starts the workers, logs the episodes they report through a queue, writes
+checkpoints, and stops every worker when the budget is spent, when one of them fails, or on Ctrl-C. Workers run on
+CPU by design: they share one model in CPU memory.
 
-Works with any gymnasium environment whose action space is Discrete (a categorical policy:
-CartPole-v1 by default, Acrobot-v1, LunarLander-v3) or a 1-D Box (a Gaussian policy:
-Pendulum-v1), or your own registered as `my_module:MyEnv-v0`.
+Works with any gymnasium environment whose action space is Discrete (a categorical policy: CartPole-v1 by default,
+Acrobot-v1, LunarLander-v3) or a 1-D Box (a Gaussian policy: Pendulum-v1), or your own as `my_module:MyEnv-v0`.
 
-Reproduce the README's CartPole-v1 figure (defaults, 500k steps, one worker per core):
-    python a3c.py --seed 1
-Evaluate a saved model (the games of the evaluation that ended its training):
-    python a3c.py --eval-only runs/<run>/model.pt
+Usage:
+    python a3c.py --seed 1                             # the README's CartPole-v1 figure: 500k steps, a worker per core
+    python a3c.py --num-workers 4 --num-envs 1 --num-steps 5 --optimizer rmsprop   # closer to the paper
+    python a3c.py --checkpoint-every 50000             # then, after a kill: --resume runs/<run>/checkpoint.pt
+    python a3c.py --eval-only runs/<run>/model.pt      # replays the games of the evaluation that ended training
+    python a3c.py --help                               # every setting
 
-Read from the top: the arguments, the environment, the math, the network, the worker (one
-actor-learner) and the training that starts the workers, evaluation. The last section, after
-"Plumbing", is what running a script needs and learning the algorithm does not: errors,
-checkpoint files, run folders, logging, the worker processes' messages, the command line.
+Read from the top: the arguments, the environment, the math, the network, the worker (one actor-learner) and the
+training that starts the workers, evaluation. The last section, after "Plumbing", is what running a script needs and
+learning the algorithm does not: errors, checkpoint files, run folders, progress, W&B, the workers' supervision.
 """
 
+import logging
 import os
 import queue
 import random
 import signal
 import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -118,9 +118,7 @@ class Args:
     """where each run gets its folder `{env_id}__{script}__{seed}__{time}`"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------
+# ---- Environment
 def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str):
     """Return a thunk that builds one environment; vector envs call it in each slot."""
 
@@ -158,17 +156,8 @@ def to_env_action(action: np.ndarray, action_space: gym.Space) -> np.ndarray:
     return action
 
 
-# ---------------------------------------------------------------------------------------------
-# The math, as pure functions
-# ---------------------------------------------------------------------------------------------
-def compute_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    dones: torch.Tensor,
-    last_value: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> torch.Tensor:
+# ---- The math, as pure functions
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float) -> torch.Tensor:
     """Generalized advantage estimation, shapes [T] or [T, N].
 
     dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
@@ -219,9 +208,7 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
     return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
 
 
-# ---------------------------------------------------------------------------------------------
-# The network
-# ---------------------------------------------------------------------------------------------
+# ---- The network
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
     """Orthogonal weights and zero bias, the initialization of the original PPO code."""
     torch.nn.init.orthogonal_(layer.weight, std)
@@ -230,9 +217,8 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 class Agent(nn.Module):
-    """Separate actor and critic MLPs. The actor's head follows the action space: the logits of
-    a categorical policy (Discrete), or the mean of a diagonal Gaussian whose log standard
-    deviation is a learned vector, the same in every state (Box)."""
+    """Separate actor and critic MLPs. The actor's head follows the action space: the logits of a categorical policy
+    (Discrete), or the mean of a diagonal Gaussian whose log std is a learned vector, the same in every state (Box)."""
 
     def __init__(self, obs_dim: int, action_space: gym.Space, args: Args):
         super().__init__()
@@ -261,9 +247,8 @@ class Agent(nn.Module):
         return self.critic(obs).squeeze(-1)
 
     def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """Discrete: a ~ softmax(logits) by the Gumbel-max trick, argmax(logits + Gumbel noise),
-        the same distribution as Categorical(logits).sample() without building a distribution
-        object at every step. Box: a ~ N(mean, std^2), unclipped: the stored, trained action."""
+        """Discrete: a ~ softmax(logits) by the Gumbel-max trick, argmax(logits + Gumbel noise), the distribution of
+        Categorical(logits).sample() without building an object at every step. Box: a ~ N(mean, std^2), unclipped."""
         out = self.actor(obs)
         if self.continuous:
             return out + self.actor_logstd.exp() * torch.randn_like(out)
@@ -288,30 +273,27 @@ class Agent(nn.Module):
         return log_prob, entropy, self.get_value(obs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The worker: one actor-learner, in its own process
-# ---------------------------------------------------------------------------------------------
-def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, counter, stop, start, messages) -> None:
-    """One A3C actor-learner (the paper's Algorithm S3), with n-step rollouts on num_envs envs:
-    copy the shared weights, play num_steps steps, compute the loss's gradient on the copy,
-    hand the gradient to the shared model and step the shared optimizer, again and again until
-    the shared step counter reaches the budget or the main process says stop."""
+# ---- Training
+def worker(worker_id, args, seeds, env_spec, run_dir, shared_agent, optimizer, counter, start, messages) -> None:
+    """One A3C actor-learner (the paper's Algorithm S3) in its own process, with n-step rollouts on num_envs envs: copy
+    the shared weights, play num_steps steps, compute the loss's gradient on the copy, hand it to the shared model and
+    step the shared optimizer, until the shared step counter reaches the budget. It reports to the main process."""
+    torch.set_num_threads(args.torch_threads)  # one by default: the workers themselves are the parallelism
+    seed = seeds[worker_id]  # its torch and numpy streams, and its envs'
     seed_everything(seed)
-    report = WorkerReport(worker_id, args, messages)  # to the main process, the one that logs
-    # An env registered by the main process at run time (rather than by a `module:` prefix of
-    # its id) is unknown to this fresh interpreter: register the main process's spec here too.
+    main_pid = os.getppid()  # a new parent means the main process was killed
+    # An env registered by the main process at run time (rather than by a `module:` prefix of its id) is unknown to
+    # this fresh interpreter: register the main process's spec here too.
     gym.registry.setdefault(env_spec.id, env_spec)
 
-    video_dir = os.path.join(run_dir, "videos")
-    envs = make_vector_env(args, video_dir, args.capture_video and worker_id == 0)
+    envs = make_vector_env(args, os.path.join(run_dir, "videos"), args.capture_video and worker_id == 0)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_space = envs.single_action_space
     batch_size = args.num_envs * args.num_steps
     local_agent = Agent(obs_dim, action_space, args)  # theta': this worker's copy of the weights
     params = list(zip(local_agent.parameters(), shared_agent.parameters()))  # (theta', theta)
-    # The shared model's .grad tensors belong to this process alone (a tensor's gradient is not
-    # shared memory); each update copies the local gradients into them. Copied, not aliased:
-    # the local gradients are recomputed in new tensors at every backward pass.
+    # The shared model's .grad tensors belong to this process alone (a tensor's gradient is not shared memory); each
+    # update copies the local gradients into them. Copied, not aliased: backward makes new ones every time.
     for param in shared_agent.parameters():
         param.grad = torch.zeros_like(param)
 
@@ -326,9 +308,12 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
         return torch.as_tensor(raw, dtype=torch.float32).reshape(-1, obs_dim)
 
     next_obs = to_obs_tensor(envs.reset(seed=seed)[0])
-    if not report.ready_and_started(start, stop):
-        return
-    while not stop.is_set() and not report.main_process_gone():
+    # Start together, once every worker is ready: the clock measures training, not start-up.
+    messages.put(("ready", worker_id, None))
+    while not start.wait(timeout=1.0) and os.getppid() == main_pid:
+        pass
+    updates = 0
+    while os.getppid() == main_pid:
         # Claim the next rollout's steps from the shared counter; stop when the budget is spent.
         with counter.get_lock():
             if counter.value + batch_size > args.total_timesteps:
@@ -343,6 +328,7 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
 
         # ---- Rollout of num_steps steps in each of this worker's envs.
         truncated_slots, truncated_obs = [], []
+        episodes = []  # (step, return, length) of the episodes that end in this rollout, sent to the main process
         with torch.no_grad():
             for step in range(args.num_steps):
                 obs[step] = next_obs
@@ -359,7 +345,10 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
                 for env_idx in np.flatnonzero(truncations & ~terminations):
                     truncated_slots.append((step, env_idx))
                     truncated_obs.append(infos["final_obs"][env_idx])
-                report.episodes(infos, first_step + (step + 1) * args.num_envs)
+                if "episode" in infos:
+                    episode_step = first_step + (step + 1) * args.num_envs
+                    for i in np.flatnonzero(infos["_episode"]):
+                        episodes.append((episode_step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
 
             # ---- The bootstrap values: V(final_obs) of truncated episodes and V(s_{t+n}).
             rewards = torch.as_tensor(rewards_np * args.reward_scale)
@@ -393,10 +382,9 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
         grad_norm = nn.utils.clip_grad_norm_(local_agent.parameters(), args.max_grad_norm)
 
         # ---- Hogwild: copy the gradient into the shared model and step the shared optimizer,
-        # without a lock; other workers may be stepping at the same moment. The gradient was
-        # computed on the weights this worker copied before its rollout, which other workers may
-        # have changed since: it is stale by the updates that happened in between. Hogwild
-        # tolerates both (Recht et al. 2011): that is the method, not a race to fix.
+        # without a lock; other workers may be stepping at the same moment. The gradient was computed on the weights
+        # this worker copied before its rollout, which other workers may have changed since: it is stale by the updates
+        # that happened in between. Hogwild tolerates both (Recht et al. 2011): that is the method, not a race to fix.
         for local_param, shared_param in params:
             shared_param.grad.copy_(local_param.grad)
         if args.anneal_lr:
@@ -406,26 +394,34 @@ def worker(worker_id, seed, args, env_spec, run_dir, shared_agent, optimizer, co
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
         optimizer.step()
 
-        losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-        report.update(first_step + batch_size, losses, grad_norm, b_values, returns, advantages)
+        updates += 1
+        scalars = None  # the diagnostics, every log_every updates
+        if updates % args.log_every == 0:
+            scalars = {
+                "losses/value_loss": v_loss.item(),
+                "losses/policy_loss": pg_loss.item(),
+                "losses/entropy": entropy_loss.item(),
+                "losses/grad_norm": grad_norm.item(),
+                "losses/explained_variance": explained_variance(b_values.detach(), returns.reshape(-1)),
+                "charts/advantage_mean": advantages.mean().item(),
+                "charts/advantage_std": advantages.std().item(),
+            }
+        # A new `episodes` list for each rollout: the queue pickles this one later, in its own thread.
+        messages.put(("rollout", worker_id, (first_step + batch_size, episodes, scalars)))
     envs.close()
-    report.done()
+    if os.getppid() != main_pid:
+        messages.cancel_join_thread()  # the main process was killed: do not wait at exit to deliver what nobody reads
 
 
-# ---------------------------------------------------------------------------------------------
-# Training: the main process builds the shared model and optimizer and starts the workers
-# ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
-    """Train with A3C; returns the step count, the episodes' returns, steps/s, the run folder,
-    the model file and each worker's number of updates (the rest of the plumbing is at the end
-    of the file)."""
-    args, checkpoint = args_to_run(args)
+    """Train with A3C; returns the step count, the episodes' returns, steps/s, the run folder, the model file and
+    each worker's number of updates (the plumbing it calls is at the end of the file)."""
+    args, checkpoint = load_settings(args)
     device = select_device(args.cuda, args.torch_threads)
     run_dir, writer = start_run(args, checkpoint, device)
-    # The seed fixes the shared model's initialization; each worker seeds torch, numpy and its
-    # envs with its own seed, derived from the run's seed and the step it starts at (a resumed
-    # run plays fresh episodes). The workers' interleaving is up to the OS, so two runs with one
-    # seed start the same and then differ.
+    # The seed fixes the shared model's initialization; each worker seeds torch, numpy and its envs with its own seed,
+    # derived from the run's seed and the step it starts at (a resumed run plays fresh episodes). The workers'
+    # interleaving is up to the OS, so two runs with one seed start the same and then differ.
     seed_everything(args.seed)
 
     env = make_env(args.env_id, 0, False, "")()
@@ -437,131 +433,105 @@ def train(args: Args) -> dict:
     agent = Agent(obs_dim, action_space, args)
     global_step, optimizer_state = restore(args, checkpoint, agent)
     agent.share_memory()
-    # The shared optimizer: its statistics (Adam's moments, RMSProp's average) are created now,
-    # in shared memory, before the workers start, so that every worker's step updates the ones
-    # all of them use (the paper's shared RMSProp).
+    # The shared optimizer: its statistics (Adam's moments, RMSProp's average) are created now, in shared memory, before
+    # the workers start, so that every worker's step updates the ones all of them use (the paper's shared RMSProp).
     optimizer = make_shared_optimizer(agent, args, optimizer_state)
 
-    # The workers, processes that each run `worker` (through worker_main, which reports its
-    # errors), share the model, the optimizer and the step counter T they claim rollouts from.
-    ctx = spawn_context()
-    counter = ctx.Value("q", global_step)  # T: the steps claimed by the workers, with its own lock
-    stop, start = ctx.Event(), ctx.Event()
-    messages = ctx.Queue()  # the workers' reports, to the main process: the only one that logs
+    # The workers, processes that each run `worker`, share the model, the optimizer and the step counter T they
+    # claim rollouts from. The main process does no learning: until every worker is done, it logs what they report
+    # and writes checkpoints, and it stops them all when one fails or on Ctrl-C (supervise, in the plumbing).
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", global_step)  # T, with its own lock
+    start, messages = ctx.Event(), ctx.Queue()  # the workers' reports, to the main process: the only one that logs
     seeds = worker_seeds(args.seed, global_step, args.num_workers)
-    workers = [
-        ctx.Process(
-            target=worker_main,
-            args=(i, seeds[i], args, env_spec, run_dir, agent, optimizer, counter, stop, start, messages),
-            name=f"a3c-worker-{i}",
-            daemon=True,  # never outlives the main process
+    log = supervise(writer, args, seeds, env_spec, run_dir, agent, optimizer, counter, start, messages)
+
+    global_step = log["global_step"]
+    checkpoint_path = model_path = None
+    if args.checkpoint_every > 0:
+        checkpoint_path = save(run_dir, "checkpoint.pt", args, agent, global_step, optimizer=optimizer.state_dict())
+    if args.save_model:
+        model_path = save(run_dir, "model.pt", args, agent, global_step)
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        eval_returns = play(
+            agent, args.env_id, args.eval_episodes, first_eval_seed(args), device, video_dir, args.progress
         )
-        for i in range(args.num_workers)
-    ]
-    log = TrainingLog(args, writer, global_step)
-    # Ctrl-C is the main process's to handle: the workers start with it ignored (they inherit
-    # SIG_IGN from birth), and supervise() stops them all when it comes.
-    main_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for w in workers:
-        w.start()
+        for i, eval_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", eval_return, i)
+        print_eval(eval_returns, "greedy episodes")
+    print(f"done: {global_step} steps, {log['sps']} steps/s, last 20 episodes {log['recent_return']:.1f}")
+    writer.close()
+    if args.track:
+        import wandb
 
-    # The main process does no learning: until every worker is done, it logs what they report
-    # and writes checkpoints, and it stops them all when one fails or on Ctrl-C.
-    global_step = supervise(args, workers, counter, start, stop, messages, log, main_handler, run_dir, agent, optimizer)
-    if log.checkpoint_due(global_step, last=True):
-        save_checkpoint(run_dir, args, agent, optimizer, global_step)
-    return finish_run(args, agent, run_dir, writer, log, global_step, device)
+        wandb.finish()
+    return dict(log, eval_returns=eval_returns, run_dir=run_dir, model_path=model_path, checkpoint_path=checkpoint_path)
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
+# ---- Evaluation
 @torch.no_grad()
-def play(
-    agent: Agent,
-    env_id: str,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    capture_video: bool = False,
-    video_dir: str = "videos",
-    progress: bool = False,
-) -> list:
-    """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up."""
-    env = make_env(env_id, 0, capture_video, video_dir)()
+def play(agent: Agent, env_id: str, episodes: int, seed: int, device, video_dir=None, progress=False) -> list:
+    """The greedy policy's returns over whole episodes, the first seeded `seed`, the next counting up; with a
+    `video_dir`, the episodes are recorded there."""
+    env = make_env(env_id, 0, video_dir is not None, video_dir)()
     returns = []
-    with EvalProgress(progress, episodes) as shown:
-        for episode in range(episodes):
-            raw_obs, _ = env.reset(seed=seed + episode)
-            done, total = False, 0.0
-            while not done:
-                obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
-                action = agent.greedy_action(obs).cpu().numpy()[0]
-                env_action = to_env_action(action, env.action_space)
-                raw_obs, reward, terminated, truncated, _ = env.step(env_action)
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-            shown.advance(total)
+    bar = progress_bar(progress, episodes, desc="evaluating", unit="episode")
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            obs = torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(1, -1)
+            action = agent.greedy_action(obs).cpu().numpy()[0]
+            raw_obs, reward, terminated, truncated, _ = env.step(to_env_action(action, env.action_space))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        bar.update(1)
+        bar.set_postfix(ret=float(np.mean(returns)), refresh=False)
+    bar.close()
     env.close()
     return returns
 
 
-def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: Optional[int] = None,
-    cuda: bool = False,
-    capture_video: bool = False,
-    progress: bool = False,
-) -> list:
-    """Load a model.pt and return the episodic returns of its greedy policy. The default seed is
-    that of the evaluation at the end of its training, so that the same games are played."""
+def evaluate(model_path: str, env_id=None, episodes=10, seed=None, cuda=False, capture_video=False, progress=False):
+    """Load a model.pt and return the episodic returns of its greedy policy on env_id (default: the one it was
+    trained on). The default seed is that of the evaluation at the end of its training: the same games."""
     agent, saved, env_id, device = load_agent(model_path, env_id, cuda)
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval") if capture_video else None
     seed = first_eval_seed(saved) if seed is None else seed
-    return play(agent, env_id, episodes, seed, device, capture_video, video_dir, progress)
+    return play(agent, env_id, episodes, seed, device, video_dir, progress)
 
 
-# =============================================================================================
-# Plumbing: what running the script needs and learning the algorithm does not. A reader of
-# the algorithm may stop here.
-# =============================================================================================
+# ---- Plumbing: errors, checkpoint files, run folders, progress, W&B. A reader of the algorithm may stop here.
 class ConfigError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
 
 
-class WorkerError(Exception):
-    """A worker process failed: printed with the worker's traceback, exit code 1."""
-
-
 def validate(args: Args) -> None:
-    """Refuse, in one line, the settings that cannot mean anything."""
-    if args.cuda:
+    """Refuse, in one line, the settings that cannot mean anything. Written as `not x > 0`, which NaN fails too."""
+    if args.cuda and args.eval_only is None:
         raise ConfigError(
-            "--cuda is not supported: A3C's workers are CPU processes that share one model in CPU "
-            "memory (Hogwild), by design; run without --cuda (for a GPU, use the ppo_*.py scripts)"
+            "--cuda is not supported: A3C's workers are CPU processes that share one model in CPU memory (Hogwild), "
+            "by design; run without --cuda (for a GPU, use the ppo_*.py scripts)"
         )
-    for name in [
-        "total_timesteps",
-        "num_workers",
-        "num_envs",
-        "num_steps",
-        "max_grad_norm",
-        "reward_scale",
-        "hidden_size",
-        "torch_threads",
-        "log_every",
-    ]:
-        if not getattr(args, name) > 0:
-            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
-    for name in ["learning_rate", "ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"]:
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
-    for name in ["gamma", "gae_lambda"]:
-        if not 0 <= getattr(args, name) <= 1:
-            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
+    checks = [
+        (lambda x: x > 0, "must be positive", ["total_timesteps", "num_workers", "num_envs", "num_steps", "log_every"]),
+        (lambda x: x > 0, "must be positive", ["max_grad_norm", "reward_scale", "hidden_size", "torch_threads"]),
+        (lambda x: x >= 0, "must be 0 or more", ["learning_rate", "ent_coef", "vf_coef", "eval_episodes"]),
+        (lambda x: x >= 0, "must be 0 or more", ["checkpoint_every"]),
+        (lambda x: 0 <= x <= 1, "must be between 0 and 1", ["gamma", "gae_lambda"]),
+        # numpy seeds with 32 bits.
+        (lambda x: 0 <= x < 2**32, "must be between 0 and 2**32 - 1", ["seed", "eval_seed"]),
+    ]
+    for holds, requirement, names in checks:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not holds(value):
+                raise ConfigError(f"{flag(name)} {requirement}, got {value}")
+    if args.eval_only is not None and not args.eval_episodes > 0:
+        raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
     batch_size = args.num_envs * args.num_steps
     if args.total_timesteps < batch_size:
         raise ConfigError(
@@ -581,38 +551,19 @@ def check_env(env_id: str) -> None:
         raise ConfigError(f"environment {env_id!r} needs a package that is missing: {e}") from None
     except (gym.error.Error, ModuleNotFoundError, ImportError) as e:
         raise ConfigError(f"unknown environment id {env_id!r}: {e}") from None
-    action_space, observation_space = env.action_space, env.observation_space
+    action_space, space = env.action_space, env.observation_space
     env.close()
     discrete = isinstance(action_space, gym.spaces.Discrete) and action_space.start == 0
     box = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
     if not (discrete or box):
         raise ConfigError(f"{env_id} has action space {action_space}; this script needs Discrete(n) or a 1-D Box")
-    part = unflattenable_part(observation_space)
-    if part is not None:
+    try:  # Text, Graph, Sequence have no fixed size, alone or inside a Dict or Tuple
+        gym.spaces.flatdim(space)
+    except (NotImplementedError, ValueError, TypeError):
         raise ConfigError(
-            f"{env_id}: the observation part {part} cannot be flattened into a vector; "
-            "wrap the env in a gymnasium ObservationWrapper that encodes it as a Box, or drops it"
-        )
-
-
-def unflattenable_part(space: gym.Space, path: str = "observation") -> Optional[str]:
-    """Where in a (nested) Dict or Tuple space a part lies that gymnasium cannot flatten into a
-    fixed-size vector (Text, Graph, Sequence, ...), as `observation['key'][0] (Text(...))`."""
-    if isinstance(space, gym.spaces.Dict):
-        parts = [(f"{path}[{key!r}]", sub) for key, sub in space.spaces.items()]
-    elif isinstance(space, gym.spaces.Tuple):
-        parts = [(f"{path}[{i}]", sub) for i, sub in enumerate(space.spaces)]
-    else:
-        try:
-            gym.spaces.flatdim(space)
-            return None
-        except (NotImplementedError, ValueError, TypeError):
-            return f"{path} ({space})"
-    for sub_path, sub in parts:
-        found = unflattenable_part(sub, sub_path)
-        if found is not None:
-            return found
-    return None
+            f"{env_id}: the observation space {space} cannot be flattened into a vector; wrap the env in a gymnasium "
+            "ObservationWrapper that encodes it as a Box, or drops the part"
+        ) from None
 
 
 def select_device(cuda: bool, torch_threads: int) -> torch.device:
@@ -624,17 +575,15 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """All randomness of a process comes from torch; the envs have their own seeds. The main
-    process seeds the shared model's initialization, each worker its own rollouts."""
+    """All randomness of a process comes from torch; the envs have their own seeds."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def worker_seeds(seed: int, start_step: int, num_workers: int) -> list:
-    """One distinct seed per worker, derived from the run's seed and the step the workers start
-    at (so a resumed run plays new episodes), by numpy's SeedSequence: no two workers, and no
-    worker of another seed, share a random stream."""
+    """One seed per worker from the run's seed and the step the workers start at (a resumed run plays new episodes),
+    by numpy's SeedSequence: no two workers, and no worker of another seed, share a random stream."""
     return [int(s) for s in np.random.SeedSequence([seed, start_step]).generate_state(num_workers)]
 
 
@@ -643,8 +592,8 @@ def first_eval_seed(args: Args) -> int:
     return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
 
 
-# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
 def save_atomic(obj: dict, path: str) -> None:
+    """Write to a temporary file and rename it: a kill never leaves a broken file."""
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
         torch.save(obj, f)
@@ -668,14 +617,12 @@ def load_file(path: str, required_keys: tuple) -> dict:
     return data
 
 
-def args_to_run(args: Args) -> tuple:
-    """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
-    how it is run (device, progress, W&B, the number of workers) may change. Returns (args,
-    checkpoint or None)."""
+def load_settings(args: Args) -> tuple:
+    """The settings of the run, checked: a resumed run takes them from its checkpoint, and only how it is run
+    (device, progress, W&B, the number of workers) may change. Returns (args, checkpoint or None)."""
     checkpoint = None
     if args.resume is not None:
-        required = ("model", "optimizer", "args", "global_step")
-        checkpoint = load_file(args.resume, required)
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step"))
         saved = Args(**checkpoint["args"])
         saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         saved.num_workers = args.num_workers
@@ -686,9 +633,8 @@ def args_to_run(args: Args) -> tuple:
 
 
 def restore(args: Args, checkpoint: Optional[dict], agent: Agent) -> tuple:
-    """Load a checkpoint's weights; returns (global_step, the optimizer's saved state), which are
-    (0, None) for a new run. The optimizer's state is loaded by make_shared_optimizer, which
-    puts it in shared memory."""
+    """Load a checkpoint's weights; returns (global_step, the optimizer's saved state), which are (0, None) for a
+    new run. The optimizer's state is loaded by make_shared_optimizer, which puts it in shared memory."""
     if checkpoint is None:
         return 0, None
     agent.load_state_dict(checkpoint["model"])
@@ -696,16 +642,18 @@ def restore(args: Args, checkpoint: Optional[dict], agent: Agent) -> tuple:
     return checkpoint["global_step"], checkpoint["optimizer"]
 
 
-def save_checkpoint(run_dir, args, agent, optimizer, global_step) -> None:
-    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped."""
-    state = {
-        "model": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "args": asdict(args),
-        "global_step": global_step,
-        "run_dir": run_dir,
-    }
-    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
+def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
+    """model.pt: the weights, the args and the step, all that `evaluate` needs. checkpoint.pt: the same and
+    what `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    path = os.path.join(run_dir, filename)
+    state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
+    if resume_state:
+        state["run_dir"] = run_dir
+    try:
+        save_atomic(state, path)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
@@ -728,7 +676,6 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
     return agent, saved, env_id, device
 
 
-# ---- Run folder, TensorBoard, W&B, progress
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
     """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
     the same scalars to W&B with --track. Returns (run_dir, writer)."""
@@ -738,7 +685,10 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
         run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder under {args.runs_dir}: {e.strerror or e}") from None
     print(f"device: {device}, run: {run_dir}")
     if args.track:
         try:
@@ -759,174 +709,21 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     return run_dir, writer
 
 
-class TrainingLog:
-    """What the workers report, logged by the main process alone (TensorBoard, CleanRL's names):
-    the episodes' returns, the diagnostics of every log_every-th update of each worker, steps/s
-    and the learning rate once a second, the progress bar, and when a checkpoint is due."""
-
-    def __init__(self, args: Args, writer: SummaryWriter, global_step: int):
-        self.args, self.writer = args, writer
-        self.episodic_returns, self.episodic_lengths = [], []
-        self.updates_per_worker = [0] * args.num_workers
-        # The clock starts when every worker is ready: it measures training, not start-up.
-        self.start_time, self.start_step, self.last_log_time = None, global_step, 0.0
-        self.last_checkpoint_step = global_step
-        self.progress = make_progress(args.progress)
-        self.task = self.progress.add_task(
-            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
-        )
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def rollout(self, step: int, episodes: list, stats: Optional[dict]) -> None:
-        """Log one rollout's report: the episodes that ended in it, as RecordEpisodeStatistics saw
-        them, and the update's diagnostics when the worker sent them."""
-        for episode_step, r, length in episodes:
-            self.episodic_returns.append(r)
-            self.episodic_lengths.append(length)
-            self.writer.add_scalar("charts/episodic_return", r, episode_step)
-            self.writer.add_scalar("charts/episodic_length", length, episode_step)
-        for tag, value in (stats or {}).items():
-            self.writer.add_scalar(tag, value, step)
-
-    def sps(self, global_step: int) -> int:
-        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
-
-    def recent_return(self) -> float:
-        returns = self.episodic_returns[-20:]
-        return float(np.mean(returns)) if returns else float("nan")
-
-    def tick(self, global_step: int) -> None:
-        """Once a second: steps/s, the learning rate at the shared step, the progress bar."""
-        now = time.time()
-        if self.start_time is None or now - self.last_log_time < 1.0:
-            return
-        self.last_log_time = now
-        args, sps = self.args, self.sps(global_step)
-        frac = 1.0 - global_step / args.total_timesteps if args.anneal_lr else 1.0
-        self.writer.add_scalar("charts/SPS", sps, global_step)
-        self.writer.add_scalar("charts/learning_rate", frac * args.learning_rate, global_step)
-        self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
-
-    def checkpoint_due(self, global_step: int, last: bool) -> bool:
-        every = self.args.checkpoint_every
-        if every > 0 and (global_step - self.last_checkpoint_step >= every or last):
-            self.last_checkpoint_step = global_step
-            return True
-        return False
-
-
-def finish_run(args, agent, run_dir, writer, log, global_step, device) -> dict:
-    """Save model.pt, evaluate the greedy policy, and close the logs. Returns what `train`
-    returns."""
-    sps = log.sps(global_step)
-    writer.add_scalar("charts/SPS", sps, global_step)
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, "model.pt")
-        model = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}
-        save_atomic(model, model_path)
-    eval_returns = []
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(
-            agent,
-            args.env_id,
-            args.eval_episodes,
-            first_eval_seed(args),
-            device,
-            args.capture_video,
-            video_dir,
-            args.progress,
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print_eval(eval_returns, "greedy episodes")
-    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}")
-    writer.close()
-    if args.track:
-        import wandb
-
-        wandb.finish()
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    return {
-        "global_step": global_step,
-        "episodic_returns": log.episodic_returns,
-        "episodic_lengths": log.episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
-        "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-        "updates_per_worker": log.updates_per_worker,
-    }
-
-
 def print_eval(returns: list, what: str) -> None:
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+    print(f"eval: mean return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} {what}")
 
 
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "training", unit: str = "step"):
+    """A tqdm bar, silent unless stdout is a terminal."""
+    from tqdm import tqdm
 
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not (enabled and sys.stdout.isatty()))
 
 
-class EvalProgress:
-    """A progress bar over evaluation episodes, with the mean return so far."""
-
-    def __init__(self, enabled: bool, episodes: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.returns = []
-        self.progress = Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mean return {task.fields[ret]:.1f}"),
-            disable=not (enabled and sys.stdout.isatty()),
-        )
-        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def advance(self, episode_return: float) -> None:
-        self.returns.append(episode_return)
-        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-
-# ---- Shared memory and worker processes
 def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None):
-    """Adam or RMSProp over the shared model, with its per-parameter statistics created now, in
-    shared memory, before the workers start. Each worker gets a copy of this optimizer object
-    whose state tensors are these same tensors, so every worker's step updates the statistics
-    all of them use (the paper's shared RMSProp; torch would otherwise create the state lazily,
-    at the first step, privately in each process). `state` is a saved state_dict to resume."""
+    """Adam or RMSProp over the shared model, its statistics created now in shared memory: each worker's copy of this
+    optimizer holds these same tensors (torch would otherwise create them lazily, at the first step, privately in
+    each process). `state` is a saved state_dict to resume."""
     if args.optimizer == "adam":
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
         statistics = ("exp_avg", "exp_avg_sq")
@@ -936,204 +733,117 @@ def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None
         statistics = ("square_avg",)
     if state is not None:
         optimizer.load_state_dict(state)
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            param_state = optimizer.state[param]
-            if not param_state:
-                param_state["step"] = torch.zeros(())
-                for name in statistics:
-                    param_state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            for tensor in param_state.values():
-                tensor.share_memory_()
+    for param in agent.parameters():
+        param_state = optimizer.state[param]
+        if not param_state:
+            param_state["step"] = torch.zeros(())
+            for name in statistics:
+                param_state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        for tensor in param_state.values():
+            tensor.share_memory_()
     return optimizer
 
 
-def spawn_context():
-    """spawn, not fork: each worker is a fresh interpreter that imports this file (which does
-    nothing on import) and receives the shared tensors; fork would copy the main process's
-    threads and locks. Run as a script, multiprocessing re-imports this file by its path; loaded
-    by name, the workers find it through sys.path, which they inherit."""
-    script_dir = os.path.dirname(os.path.abspath(__file__))
-    if script_dir not in sys.path:
-        sys.path.append(script_dir)
-    return mp.get_context("spawn")
-
-
-def worker_main(worker_id, seed, args, *worker_args) -> None:
-    """Entry point of a worker process: --torch-threads threads (one by default), Ctrl-C left to
-    the main process, and any error sent to the main process as text instead of dying silently."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(args.torch_threads)
-    messages = worker_args[-1]
-    try:
-        worker(worker_id, seed, args, *worker_args)
-    except BaseException:
-        messages.put(("error", worker_id, traceback.format_exc()))
-
-
-class WorkerReport:
-    """A worker's messages to the main process, the only one that logs: ready, then the episodes
-    and diagnostics of each rollout, then done (an error is sent by worker_main)."""
-
-    def __init__(self, worker_id: int, args: Args, messages):
-        self.worker_id, self.args, self.messages = worker_id, args, messages
-        self.main_pid = os.getppid()
-        self.updates, self.finished = 0, []
-
-    def send(self, kind: str, payload) -> None:
-        self.messages.put((kind, self.worker_id, payload))
-
-    def ready_and_started(self, start, stop) -> bool:
-        """Say ready, and wait until every worker is, so that the clock measures training, not
-        start-up. False: stop instead."""
-        self.send("ready", None)
-        while not start.wait(timeout=1.0):
-            if stop.is_set() or self.main_process_gone():
-                return False
-        return True
-
-    def main_process_gone(self) -> bool:
-        """The main process is gone (killed): nobody reads our messages, so do not wait for them
-        to be delivered at exit."""
-        if os.getppid() == self.main_pid:
-            return False
-        self.messages.cancel_join_thread()
-        return True
-
-    def episodes(self, infos: dict, episode_step: int) -> None:
-        """Keep the episodes that ended at this step, as RecordEpisodeStatistics saw them."""
-        if "episode" not in infos:
-            return
-        for env_idx in np.flatnonzero(infos["_episode"]):
-            r, length = float(infos["episode"]["r"][env_idx]), int(infos["episode"]["l"][env_idx])
-            self.finished.append((episode_step, r, length))
-
-    def update(self, step, losses, grad_norm, values, returns, advantages) -> None:
-        """Send the rollout's episodes and, every log_every updates, the update's diagnostics."""
-        self.updates += 1
-        stats = None
-        if self.updates % self.args.log_every == 0:
-            stats = {f"losses/{name}": value.item() for name, value in losses.items()}
-            stats["losses/grad_norm"] = grad_norm.item()
-            ev = explained_variance(values.detach(), returns.reshape(-1))
-            stats["losses/explained_variance"] = ev
-            stats["charts/advantage_mean"] = advantages.mean().item()
-            stats["charts/advantage_std"] = advantages.std().item()
-        # A new list for the next rollout: the queue pickles this one later, in its own thread.
-        self.send("rollout", (step, self.finished, stats))
-        self.finished = []
-
-    def done(self) -> None:
-        self.send("done", self.updates)
-
-
-def supervise(args, workers, counter, start, stop, messages, log, main_handler, run_dir, agent, optimizer) -> int:
-    """The main process's loop, until every worker is done: start them together once all are
-    ready, log what they report, write checkpoints; stop them all when one fails (WorkerError)
-    or on Ctrl-C (KeyboardInterrupt), keeping the logs written so far. Returns the step count."""
-    # Ctrl-C only raises a flag that the loop checks twice a second: an exception raised at an
-    # arbitrary point could leave a lock of the queue or of the TensorBoard writer held, and the
-    # shutdown waiting on it forever.
+def supervise(writer: SummaryWriter, args: Args, *worker_args) -> dict:
+    """The main process: start the workers and let them go together once all are ready (the clock measures training,
+    not start-up), log what they report, write checkpoints, and stop them all when one fails or on Ctrl-C, keeping
+    the logs written so far. torch's spawn, not fork: each worker is a fresh interpreter that imports this file
+    (found through the sys.path it inherits) and receives the shared tensors; fork would copy our threads and locks."""
+    _, _, run_dir, agent, optimizer, counter, start, messages = worker_args
+    if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+        sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # main() says "all workers stopped"
+    main_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers are born with Ctrl-C ignored
+    workers = mp.spawn(worker, (args, *worker_args), nprocs=args.num_workers, join=False, daemon=True)
+    # Ctrl-C only raises a flag that the loop checks twice a second: an exception raised at an arbitrary point
+    # could leave a lock of the queue or of the TensorBoard writer held, and the shutdown waiting on it forever.
     interrupted = []
     signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    ready, done, silent_since = set(), set(), {}
+
+    episodic_returns, updates_per_worker = [], [0] * args.num_workers
+    start_step = checkpoint_step = global_step = counter.value
+    ready, start_time, last_log_time, recent_return = 0, None, 0.0, float("nan")
+    bar = progress_bar(args.progress, args.total_timesteps, initial=global_step)
     try:
-        with log:
-            while len(done) < args.num_workers:
-                if interrupted:
-                    raise KeyboardInterrupt
-                try:
-                    kind, worker_id, payload = messages.get(timeout=0.5)
-                except queue.Empty:
-                    kind, worker_id, payload = None, None, None
-                if kind == "error":
-                    raise WorkerError(worker_id, payload)
-                if kind == "ready":
-                    ready.add(worker_id)
-                    if len(ready) == args.num_workers:
-                        log.start_time = time.time()
-                        start.set()
-                        plural = "es" if args.num_workers > 1 else ""
-                        print(f"training with {args.num_workers} worker process{plural}", flush=True)
-                elif kind == "done":
-                    done.add(worker_id)
-                    log.updates_per_worker[worker_id] = payload
-                elif kind == "rollout":
-                    log.rollout(*payload)
-                # A worker that ended without a last word (killed, out of memory) fails the run;
-                # a last word may still be on its way through the queue, so allow it a moment.
-                for i, w in enumerate(workers):
-                    if w.exitcode is not None and i not in done:
-                        if time.time() - silent_since.setdefault(i, time.time()) > 2.0:
-                            raise WorkerError(i, f"worker {i} died with exit code {w.exitcode}\n")
-                global_step = counter.value
-                log.tick(global_step)
-                if log.checkpoint_due(global_step, last=False):
-                    # With the step count as the weights are read: workers may have moved on.
-                    save_checkpoint(run_dir, args, agent, optimizer, counter.value)
-    except BaseException:
-        # Ctrl-C, or a worker failed: stop them all, keep the logs written so far, and report.
-        stop_workers(workers, messages, stop)
-        log.writer.close()
-        raise
-    finally:
+        # Until every worker has ended and its reports are read; join() raises when one failed, having ended the others.
+        while not (workers.join(timeout=0) and messages.empty()):
+            if interrupted:
+                raise KeyboardInterrupt
+            try:
+                kind, worker_id, payload = messages.get(timeout=0.5)
+            except queue.Empty:
+                kind = None
+            if kind == "ready":
+                ready += 1
+                if ready == args.num_workers:
+                    start_time = time.time()
+                    start.set()
+                    print(f"training with {args.num_workers} worker process{'es' * (args.num_workers > 1)}", flush=True)
+            elif kind == "rollout":
+                step, episodes, scalars = payload
+                updates_per_worker[worker_id] += 1
+                for episode_step, episodic_return, episodic_length in episodes:
+                    episodic_returns.append(episodic_return)
+                    writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
+                    writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
+                for tag, value in (scalars or {}).items():
+                    writer.add_scalar(tag, value, step)
+                recent_return = float(np.mean(episodic_returns[-20:])) if episodic_returns else float("nan")
+
+            global_step = counter.value
+            if start_time is not None and time.time() - last_log_time >= 1.0:  # once a second
+                last_log_time = time.time()
+                sps = int((global_step - start_step) / max(last_log_time - start_time, 1e-9))
+                frac = 1.0 - global_step / args.total_timesteps if args.anneal_lr else 1.0
+                writer.add_scalar("charts/SPS", sps, global_step)
+                writer.add_scalar("charts/learning_rate", frac * args.learning_rate, global_step)
+                bar.update(global_step - bar.n)
+                bar.set_postfix(sps=sps, ret=recent_return, refresh=False)
+            if args.checkpoint_every > 0 and global_step - checkpoint_step >= args.checkpoint_every:
+                checkpoint_step = global_step
+                # With the step count as the weights are read: workers may have moved on.
+                save(run_dir, "checkpoint.pt", args, agent, counter.value, optimizer=optimizer.state_dict())
+    finally:  # all done, one failed or Ctrl-C: no worker outlives the loop, and the logs so far are kept
         signal.signal(signal.SIGINT, main_handler)
-    stop_workers(workers, messages, stop)  # all have said "done": wait for them to exit
-    return counter.value
+        bar.close()
+        writer.flush()
+        for process in workers.processes:
+            process.kill()
+            process.join()
 
-
-def stop_workers(workers: list, messages, stop, timeout: float = 10.0) -> None:
-    """Ask every worker to stop, wait for them, and end any that does not within the timeout.
-    The queue is emptied while waiting: a process exits only after its messages are delivered."""
-    stop.set()
-    deadline = time.time() + timeout
-    while any(w.is_alive() for w in workers) and time.time() < deadline:
-        try:
-            while True:
-                messages.get_nowait()
-        except queue.Empty:
-            pass
-        for w in workers:
-            w.join(timeout=0.05)
-    for w in workers:
-        if w.is_alive():
-            w.kill()
-        w.join()
+    global_step = counter.value
+    sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+    writer.add_scalar("charts/SPS", sps, global_step)
+    log = {"global_step": global_step, "sps": sps, "recent_return": recent_return}
+    return {**log, "episodic_returns": episodic_returns, "updates_per_worker": updates_per_worker}
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
-    printed as one line with exit code 2, a failed worker with its traceback and exit code 1."""
-    cli_args = tyro.cli(Args)
+    """The command line: train, or with --eval-only evaluate a saved model. A ConfigError is printed as one line
+    with exit code 2; a failed worker as its traceback and one line, exit code 1; Ctrl-C as one line, exit code 130."""
+    args = tyro.cli(Args)
     try:
-        if cli_args.eval_only is not None:
-            eval_returns = evaluate(
-                cli_args.eval_only,
-                None,
-                cli_args.eval_episodes,
-                cli_args.eval_seed,
-                cli_args.cuda,
-                cli_args.capture_video,
-                cli_args.progress,
-            )
-            print_eval(eval_returns, f"episodes: {eval_returns}")
+        if args.eval_only is None:
+            train(args)
         else:
-            train(cli_args)
+            validate(args)
+            returns = evaluate(
+                args.eval_only, None, args.eval_episodes, args.eval_seed, args.cuda, args.capture_video, args.progress
+            )
+            print_eval(returns, f"episodes: {returns}")
+        return
     except ConfigError as e:
-        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except WorkerError as e:
-        worker_id, details = e.args
-        print(details.rstrip(), file=sys.stderr)
-        failure = details.strip().splitlines()[-1]
-        print(
-            f"{os.path.basename(__file__)}: error: worker {worker_id} failed ({failure}); all workers stopped",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+        message, code = f"error: {e}", 2
+    except mp.ProcessRaisedException as e:
+        print(e.msg.strip(), file=sys.stderr)  # the worker's traceback
+        *_, failure = e.msg.strip().splitlines()
+        message, code = f"error: worker {e.error_index} failed ({failure}); all workers stopped", 1
+    except mp.ProcessExitedException as e:
+        message, code = f"error: worker {e.error_index} died with exit code {e.exit_code}; all workers stopped", 1
     except KeyboardInterrupt:
-        print(f"{os.path.basename(__file__)}: interrupted; all workers stopped", file=sys.stderr)
-        sys.exit(130)
+        message, code = "interrupted; all workers stopped", 130
+    print(f"{os.path.basename(__file__)}: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -334,6 +334,10 @@ def test_resume_carries_on_from_the_checkpoint(tmp_path, monkeypatch):
         (dict(gamma=1.5), "--gamma must be between 0 and 1, got 1.5"),
         (dict(gae_lambda=2.0), "--gae-lambda must be between 0 and 1, got 2.0"),
         (dict(gae_lambda=float("nan")), "--gae-lambda must be between 0 and 1, got nan"),
+        (dict(seed=-1), "--seed must be between 0 and 2\\*\\*32 - 1, got -1"),
+        (dict(seed=2**32), "--seed must be between 0 and 2\\*\\*32 - 1, got 4294967296"),
+        # /dev/null is no folder, even for root: the run's folder cannot be made under it.
+        (dict(runs_dir="/dev/null/runs"), "cannot create the run folder under /dev/null/runs: Not a directory"),
     ],
 )
 def test_bad_input_is_refused_clearly(tmp_path, overrides, message):
@@ -343,11 +347,13 @@ def test_bad_input_is_refused_clearly(tmp_path, overrides, message):
 
 
 def test_an_observation_that_cannot_be_flattened_is_named(tmp_path):
-    with pytest.raises(a3c.ConfigError, match=r"the observation part observation\['items'\] \(Sequence"):
+    with pytest.raises(
+        a3c.ConfigError, match=r"the observation space Dict\('items': Sequence\(Discrete\(3\).* cannot be flat"
+    ):
         a3c.train(tiny_args(tmp_path, env_id="test/SequenceObs-v0"))
 
 
-@pytest.mark.parametrize("case", ["unknown env", "corrupt model", "cuda", "out of range"])
+@pytest.mark.parametrize("case", ["unknown env", "corrupt model", "cuda", "out of range", "no evaluation episodes"])
 def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
     (in_tmp / "garbage.pt").write_bytes(b"not a checkpoint")
     argv, message = {
@@ -355,6 +361,11 @@ def test_cli_errors_are_one_line_without_traceback(in_tmp, case):
         "corrupt model": (["--eval-only", "garbage.pt"], "cannot read garbage.pt"),
         "cuda": (["--cuda"], "--cuda is not supported"),
         "out of range": (["--gamma", "2"], "--gamma must be between 0 and 1, got 2.0"),
+        # Refused before the (here unreadable) model file is read.
+        "no evaluation episodes": (
+            ["--eval-only", "garbage.pt", "--eval-episodes", "0"],
+            "--eval-episodes must be positive with --eval-only, got 0",
+        ),
     }[case]
     proc = run_cli("a3c.py", *argv, "--no-progress", cwd=in_tmp, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
