@@ -274,6 +274,24 @@ class Agent(nn.Module):
 
 
 # ---- Training
+class SharedRMSProp(torch.optim.Optimizer):
+    """The paper's RMSProp (Mnih et al. 2016, section 4), its statistics g shared by all workers and epsilon inside
+    the square root (torch's RMSprop adds it outside): g = alpha * g + (1 - alpha) * grad^2,
+    theta = theta - lr * grad / sqrt(g + eps)."""
+
+    def __init__(self, params, lr: float, alpha: float, eps: float):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            for param in group["params"]:
+                state = self.state[param]  # in shared memory: make_shared_optimizer creates it
+                state["step"] += 1
+                state["square_avg"].mul_(group["alpha"]).addcmul_(param.grad, param.grad, value=1 - group["alpha"])
+                param.addcdiv_(param.grad, (state["square_avg"] + group["eps"]).sqrt(), value=-group["lr"])
+
+
 def worker(worker_id, args, seeds, env_spec, run_dir, shared_agent, optimizer, counter, start, messages) -> None:
     """One A3C actor-learner (the paper's Algorithm S3) in its own process, with n-step rollouts on num_envs envs: copy
     the shared weights, play num_steps steps, compute the loss's gradient on the copy, hand it to the shared model and
@@ -729,7 +747,7 @@ def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None
         statistics = ("exp_avg", "exp_avg_sq")
     else:
         # alpha 0.99 and a large epsilon, as in the paper's shared RMSProp.
-        optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=0.1)
+        optimizer = SharedRMSProp(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=0.1)
         statistics = ("square_avg",)
     if state is not None:
         optimizer.load_state_dict(state)

@@ -202,6 +202,32 @@ def test_a_step_taken_in_one_process_is_seen_in_another():
                 torch.testing.assert_close(state[key], copy_state[key], msg=key)
 
 
+def test_rmsprop_step_is_the_papers_formula():
+    # The paper's shared RMSProp (section 4), alpha 0.99 and eps 0.1:
+    #     g = alpha g + (1 - alpha) grad^2,   theta <- theta - lr grad / sqrt(g + eps).
+    # By hand, a weight 1 with gradient 2 at lr 0.01: g = 0.01 * 4 = 0.04 and theta = 1 - 0.02 / sqrt(0.14) = 0.9465478
+    # (epsilon outside the root, as torch's RMSprop puts it, would give 1 - 0.02 / 0.3 = 0.9333333).
+    torch.manual_seed(0)
+    args = a3c.Args(hidden_size=4, optimizer="rmsprop", learning_rate=0.01)
+    agent = a3c.Agent(2, gym.spaces.Discrete(2), args)
+    optimizer = a3c.make_shared_optimizer(agent, args)
+    params = list(agent.parameters())
+    with torch.no_grad():
+        params[0].fill_(1.0)
+    expected = [param.detach().clone() for param in params]
+    square_avgs = [torch.zeros_like(param) for param in params]
+    for step in range(2):  # the second step divides by the statistics of both
+        for param in params:
+            param.grad = torch.full_like(param, 2.0) if step == 0 else torch.randn_like(param)
+        optimizer.step()
+        if step == 0:
+            torch.testing.assert_close(params[0], torch.full_like(params[0], 0.9465478))
+        for theta, g, param in zip(expected, square_avgs, params):
+            g.copy_(0.99 * g + 0.01 * param.grad**2)
+            theta.copy_(theta - 0.01 * param.grad / torch.sqrt(g + 0.1))
+            torch.testing.assert_close(param, theta)
+
+
 # ---------------------------------------------------------------------------------------------
 # Truncation is bootstrapped, termination is not
 # ---------------------------------------------------------------------------------------------
