@@ -13,17 +13,15 @@ preprocessing in its own threads: 4 frames skipped per action with a max over th
 `--env-id` takes the names users know: BreakoutNoFrameskip-v4, ALE/Breakout-v5, Breakout and
 breakout all name the same game; the settings below, not the id, decide the preprocessing.
 
-Reproduce the README's Breakout run (10M agent steps = 40M frames; a GPU makes it practical):
-    python ppo_atari.py --env-id BreakoutNoFrameskip-v4 --cuda --seed 1
-Data-parallel on N processes (GPUs or CPU cores) with PyTorch's own launcher; --num-envs and
-the batch stay the global figures, split over the processes:
-    torchrun --standalone --nproc-per-node N ppo_atari.py --env-id BreakoutNoFrameskip-v4 --cuda
-Evaluate a saved model (full games, all lives; the games of the evaluation that ended training):
-    python ppo_atari.py --eval-only runs/<run>/model.pt
+Usage (the default budget is the README's Breakout run: 10M agent steps, 40M frames; a GPU makes it practical):
+    python ppo_atari.py --cuda --seed 1                           # the README's Breakout figure
+    torchrun --standalone --nproc-per-node N ppo_atari.py --cuda  # N processes share --num-envs and the batch
+    python ppo_atari.py --checkpoint-every 100000                 # after a kill: --resume runs/<run>/checkpoint.pt
+    python ppo_atari.py --eval-only runs/<run>/model.pt           # replays the games of the evaluation after training
 
 Read from the top: the arguments, the environment, the math, the network, the training loop,
 evaluation. The last section, after "Plumbing", is what running a script needs and learning the
-algorithm does not: errors, checkpoint files, run folders, logging, torchrun, the command line.
+algorithm does not: errors, checkpoint files, run folders, progress, W&B, torchrun, the command line.
 """
 
 import difflib
@@ -32,7 +30,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Optional
 
@@ -152,12 +150,9 @@ class Args:
     """under torchrun: seconds a process waits for the others before the job fails"""
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------
+# ---- Environment
 def make_env(game: str, args: Args, capture_video: bool, video_dir: str) -> gym.Env:
-    """One game with the vector env's preprocessing, for evaluation and video: the same pixels
-    the agent trained on (tests/test_ppo_atari.py checks it frame by frame)."""
+    """One game with the vector env's preprocessing, for evaluation and video: the pixels the agent trained on."""
     env = ale_py.env.AtariEnv(
         game=game,
         frameskip=1,  # AtariPreprocessing skips the frames, keeping the last two for the max
@@ -183,29 +178,25 @@ def make_vector_env(args: Args, game: str, num_envs: int) -> gym.vector.VectorEn
         num_threads=args.env_threads or cores_per_process(),
         # SAME_STEP: a finished env resets inside the step that ended it, so every returned
         # observation is one the agent acts on, and the real last one is in infos["final_obs"].
-        # (This env's default is NEXT_STEP, which returns the last observation and then needs
-        # one more step, with an ignored action, to start the next game.)
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         frameskip=args.frame_skip,
         stack_num=args.frame_stack,
         noop_max=args.noop_max,
         repeat_action_probability=args.repeat_action_probability,
         max_num_frames_per_episode=args.max_episode_frames,
-        # The game goes on across lives and the rewards arrive unclipped, so the statistics
-        # below record real scores; the training loop does the life loss and the clipping.
+        # The game goes on across lives and the rewards arrive unclipped, so the statistics below record real
+        # scores; the training loop does the life loss and the clipping.
         episodic_life=False,
         reward_clipping=False,
-        # Without a FIRE at reset the evaluation env above sees the very same frames; the agent
-        # learns to press FIRE anyway, since it must after every lost life.
+        # Without a FIRE at reset the evaluation env above sees the very same frames; the agent learns to press
+        # FIRE anyway, since it must after every lost life.
         use_fire_reset=False,
     )
     # Records the raw environment reward, whatever the agent is trained on.
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The math, as pure functions
-# ---------------------------------------------------------------------------------------------
+# ---- The math, as pure functions
 def compute_gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -242,11 +233,7 @@ def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float)
 
 
 def value_loss(
-    new_values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    clip_coef: float,
-    clip_vloss: bool,
+    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float, clip_vloss: bool
 ) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
     where the clipped prediction stays within clip_coef of the value that collected the data.
@@ -278,9 +265,7 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
     return (1.0 - (targets - predictions).var() / var_targets).item()
 
 
-# ---------------------------------------------------------------------------------------------
-# The network
-# ---------------------------------------------------------------------------------------------
+# ---- The network
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
     """Orthogonal weights and zero bias, the initialization of the original PPO code."""
     torch.nn.init.orthogonal_(layer.weight, std)
@@ -289,8 +274,7 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 class Agent(nn.Module):
-    """The Nature DQN network shared by both heads: three convolutions and a 512-unit layer,
-    then the logits of a categorical policy and the value."""
+    """The Nature DQN network (three convolutions, a 512-unit layer) shared by the policy's logits and the value."""
 
     def __init__(self, frame_stack: int, n_actions: int, bf16: bool = False):
         super().__init__()
@@ -311,10 +295,9 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        # Frames travel and are stored as uint8 (4x smaller); they become [0, 1] floats here,
-        # on the device. With bf16 the convolutions and the 512-unit layer run in bfloat16
-        # (autocast keeps their weights float32), and the features return to float32 for the
-        # heads: the log-probabilities, ratios and losses are never rounded to 8 bits.
+        # Frames travel and are stored as uint8 (4x smaller); they become [0, 1] floats here, on the device. With
+        # bf16 the convolutions and the 512-unit layer run in bfloat16 (autocast keeps their weights float32), and
+        # the features return to float32: the log-probabilities, ratios and losses are never rounded to 8 bits.
         with torch.autocast(obs.device.type, torch.bfloat16, enabled=self.bf16):
             hidden = self.network(obs.float() / 255.0)
         return hidden.float()
@@ -323,9 +306,8 @@ class Agent(nn.Module):
         return self.critic(self.features(obs)).squeeze(-1)
 
     def sample_action(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None):
-        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise).
-        The convolutions are the costly part and both heads share them, so the log-probability
-        and the value come with the action: (action, log_prob, value)."""
+        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise); returns the action,
+        its log-probability and the value."""
         hidden = self.features(obs)
         logits = self.actor(hidden)
         gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
@@ -345,9 +327,7 @@ class Agent(nn.Module):
         return action_log_prob, entropy, self.critic(hidden).squeeze(-1)
 
 
-# ---------------------------------------------------------------------------------------------
-# The loss of one minibatch, on the network above (what --compile compiles)
-# ---------------------------------------------------------------------------------------------
+# ---- Training
 def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns, args) -> tuple:
     """The PPO objective of one minibatch as a loss to minimize,
         L = L_clip - ent_coef * entropy + vf_coef * L_value,
@@ -364,259 +344,259 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns,
     return loss, pg_loss, v_loss, entropy_loss, ratio
 
 
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
-    """Train with PPO, on one process or on each of torchrun's; returns the step count, the
-    episodes' returns, steps/s, the run folder and the model file (the rest of the plumbing is
-    at the end of the file)."""
-    args, checkpoint = args_to_run(args)
-    rank, world_size, local_rank = init_distributed(args)
-    device = select_device(args.cuda, args.torch_threads, local_rank)
-    run_dir, writer = start_run(args, checkpoint, device, rank, world_size)
+    """Train with PPO, on one process or on each of torchrun's; returns the step count, the episodes' returns,
+    steps/s, the run folder and the model file (the plumbing it calls is at the end of the file)."""
+    args, checkpoint = load_settings(args)
+    args, rank, world_size, device = start_processes(args)
+    run_dir, writer = start_run(args, checkpoint, device)
     # Each rank samples its own actions and minibatches: seed + rank.
     seed_everything(args.seed + rank, args.torch_deterministic)
 
-    # The batch and minibatch sizes are global; each rank holds its share of the envs and of
-    # every minibatch. The gradient, averaged over ranks, is the one of the global minibatch,
-    # but for the advantages: each rank normalizes those of its own share of the minibatch.
+    # The batch and minibatch sizes are global; each rank holds its share of the envs and of every minibatch. The
+    # gradient averaged over ranks is that of the global minibatch, but each rank normalizes its own advantages.
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
     schedule_iterations = (args.lr_schedule_steps or args.total_timesteps) // batch_size
-    num_envs, local_batch_size, local_minibatch_size = (
-        n // world_size for n in (args.num_envs, batch_size, minibatch_size)
-    )
+    num_envs, local_batch, local_minibatch = (n // world_size for n in (args.num_envs, batch_size, minibatch_size))
 
     envs = make_vector_env(args, check_env(args.env_id), num_envs)
     obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
     agent = Agent(args.frame_stack, int(envs.single_action_space.n), args.bf16).to(device)
     # fused: one kernel updates all parameters, measurably faster for small networks.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    global_step, start_iteration = restore(args, checkpoint, agent, optimizer, device, rank, world_size)
+    global_step, start_iteration = restore(args, checkpoint, agent, optimizer, device)
 
-    # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. Unlike
-    # the other PPO scripts, which value the whole batch in one pass after the rollout, the
-    # log-probabilities and values come with each action: the convolutions are the cost, both
-    # heads share them, and the weights do not change during the rollout, so they are the same
-    # numbers without a second pass over the frames. Rewards and dones arrive from the envs as
-    # numpy arrays and stay numpy until the rollout ends: one transfer per rollout, not per step.
+    # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. Rewards and dones stay
+    # numpy until the rollout ends: one transfer per rollout, not per step. Unlike the other PPO scripts, which
+    # compute the log-probs and values of the whole batch in one pass after the rollout, this one keeps those of
+    # the acting pass, because here the convolutions are the cost and acting has already run them, same weights.
     obs = torch.zeros((args.num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, num_envs), device=device)
     values = torch.zeros((args.num_steps, num_envs), device=device)
     rewards_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
     dones_np = np.zeros((args.num_steps, num_envs), dtype=np.float32)
-
-    def to_obs_tensor(raw) -> torch.Tensor:
-        return torch.as_tensor(raw, device=device)
+    print(f"rollout buffer: frames {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8) on {device}")
 
     # --compile: the same two functions, traced and fused by torch.compile (see maybe_compile).
     minibatch_loss = maybe_compile(ppo_loss, args)
     sample_action = maybe_compile(agent.sample_action, args)
 
-    # Env i of rank r is env r * num_envs + i of the whole run, seeded as in one process. A
-    # resumed run starts fresh games, seeded differently from the first start.
-    first_seed = args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs
-    raw_obs, infos = envs.reset(seed=first_seed)
-    next_obs = to_obs_tensor(raw_obs)
+    # Env i of rank r is env r * num_envs + i of the whole run, seeded as in one process. A resumed run starts
+    # fresh games, seeded differently from the first start.
+    raw_obs, infos = envs.reset(seed=args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs)
+    next_obs = torch.as_tensor(raw_obs, device=device)
     lives = infos["lives"]
-    with TrainingLog(args, writer, global_step, rank, world_size) as log:
-        size = obs.numel() * obs.element_size() / 2**20
-        log.print(f"rollout buffer: frames {size:.1f} MiB (uint8) on {device}")
-        for iteration in range(start_iteration, num_iterations + 1):
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / schedule_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+    episodic_returns = []  # what the env paid per finished game (the real score), in the order they ended
+    start_time, start_step, last_checkpoint_step = time.time(), global_step, global_step
+    sps, recent_return = 0, float("nan")  # recent_return: the mean of the last 20 episodes, for the progress bar
+    bar = progress_bar(args.progress, args.total_timesteps, global_step)
+    for iteration in range(start_iteration, num_iterations + 1):
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / schedule_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            # ---- Rollout.
-            truncated_slots, truncated_obs = [], []
-            for step in range(args.num_steps):
-                global_step += args.num_envs
-                obs[step] = next_obs
-                with torch.no_grad():
-                    action, logprobs[step], values[step] = sample_action(next_obs)
-                actions[step] = action
-                raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                rewards_np[step] = np.sign(reward) if args.clip_rewards else reward
-                # A lost life ends the bootstrap (the value of what follows is not counted),
-                # but not the game: the game's score keeps adding up for the statistics.
-                life_ended = (infos["lives"] < lives) & args.life_loss_ends_bootstrap
-                lives = infos["lives"]
-                dones_np[step] = terminations | truncations | life_ended
-                next_obs = to_obs_tensor(raw_obs)
-
-                # Time-limit truncation is not failure: remember the real last observation,
-                # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
-                for env_idx in np.flatnonzero(truncations & ~terminations & ~life_ended):
-                    truncated_slots.append((step, env_idx))
-                    truncated_obs.append(infos["final_obs"][env_idx])
-                log.episodes(infos, global_step)
-
-            # ---- Advantages, with every value from the weights that acted.
+        # ---- Rollout.
+        truncated_slots, truncated_obs, finished = [], [], []
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
             with torch.no_grad():
-                rewards = torch.as_tensor(rewards_np, device=device).clone()
-                dones = torch.as_tensor(dones_np, device=device)
-                if truncated_obs:
-                    final_values = agent.get_value(to_obs_tensor(np.stack(truncated_obs)))
-                    for (step, env_idx), final_value in zip(truncated_slots, final_values):
-                        rewards[step, env_idx] += args.gamma * final_value
-                next_value = agent.get_value(next_obs)
-                advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
-                returns = advantages + values
-            log.gather_episodes()  # the games of all ranks, so that the log covers every env
+                action, logprobs[step], values[step] = sample_action(next_obs)
+            actions[step] = action
+            raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            rewards_np[step] = np.sign(reward) if args.clip_rewards else reward
+            # A lost life ends the bootstrap (the value of what follows is not counted),
+            # but not the game: the game's score keeps adding up for the statistics.
+            life_ended = (infos["lives"] < lives) & args.life_loss_ends_bootstrap
+            lives = infos["lives"]
+            dones_np[step] = terminations | truncations | life_ended
+            next_obs = torch.as_tensor(raw_obs, device=device)
 
-            b_obs = obs.reshape(-1, *obs_shape)
-            b_actions = actions.reshape(-1)
-            b_logprobs = logprobs.reshape(-1)
-            b_values = values.reshape(-1)
-            b_advantages = advantages.reshape(-1)
-            b_returns = returns.reshape(-1)
+            # Time-limit truncation is not failure: remember the real last observation,
+            # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+            for env_idx in np.flatnonzero(truncations & ~terminations & ~life_ended):
+                truncated_slots.append((step, env_idx))
+                truncated_obs.append(infos["final_obs"][env_idx])
+            # RecordEpisodeStatistics reports the episodes that ended at this step.
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    finished.append((global_step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
 
-            # ---- Update: several epochs of minibatch steps on the clipped objective.
-            ratios = []  # of every minibatch, for the diagnostics
-            for epoch in range(args.update_epochs):
-                permutation = torch.randperm(local_batch_size, device=device)
-                for start in range(0, local_batch_size, local_minibatch_size):
-                    mb = permutation[start : start + local_minibatch_size]
-                    loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
-                        agent,
-                        b_obs[mb],
-                        b_actions[mb],
-                        b_logprobs[mb],
-                        b_advantages[mb],
-                        b_values[mb],
-                        b_returns[mb],
-                        args,
-                    )
-                    ratios.append(ratio.detach())
-                    optimizer.zero_grad()
-                    loss.backward()
-                    average_gradients(agent, world_size)  # under torchrun: the mean over ranks
-                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
+        # ---- Advantages, with every value from the weights that acted.
+        with torch.no_grad():
+            rewards = torch.as_tensor(rewards_np, device=device).clone()
+            dones = torch.as_tensor(dones_np, device=device)
+            if truncated_obs:
+                final_values = agent.get_value(torch.as_tensor(np.stack(truncated_obs), device=device))
+                for (step, env_idx), final_value in zip(truncated_slots, final_values):
+                    rewards[step, env_idx] += args.gamma * final_value
+            next_value = agent.get_value(next_obs)
+            advantages = compute_gae(rewards, values, dones, next_value, args.gamma, args.gae_lambda)
+            returns = advantages + values  # the value targets
+        # The games of every rank, so that the log covers every env (rank 0 writes them).
+        for step, episodic_return, length in gather_lists(finished):
+            episodic_returns.append(episodic_return)
+            writer.add_scalar("charts/episodic_return", episodic_return, step)
+            writer.add_scalar("charts/episodic_length", length, step)
 
-                # All ranks must take the same decision: they judge the mean KL over ranks.
-                if args.target_kl is not None:
-                    if all_reduce_mean(approx_kl(ratios[-1]), world_size) > args.target_kl:
-                        break
+        b_obs, b_actions = obs.reshape(-1, *obs_shape), actions.reshape(-1)
+        b_logprobs, b_values = logprobs.reshape(-1), values.reshape(-1)
+        b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
 
-            losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss}
-            log.update(global_step, optimizer, losses, ratios, grad_norm, b_values, b_returns, b_advantages)
-            if log.checkpoint_due(global_step, iteration == num_iterations):
-                save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device)
+        # ---- Update: several epochs of minibatch steps on the clipped objective.
+        ratios = []  # of every minibatch, for the diagnostics
+        for epoch in range(args.update_epochs):
+            permutation = torch.randperm(local_batch, device=device)
+            for start in range(0, local_batch, local_minibatch):
+                mb = permutation[start : start + local_minibatch]
+                loss, pg_loss, v_loss, entropy_loss, ratio = minibatch_loss(
+                    agent, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb], b_values[mb], b_returns[mb], args
+                )
+                ratios.append(ratio.detach())
+                optimizer.zero_grad()
+                loss.backward()
+                average_gradients(agent)  # under torchrun: the mean over ranks
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
 
+            # All ranks must take the same decision: they judge the mean KL over ranks.
+            if args.target_kl is not None and all_reduce_mean(approx_kl(ratios[-1])) > args.target_kl:
+                break
+
+        # ---- Diagnostics, CleanRL's names: the losses and KL of the last minibatch (as CleanRL logs them), the clip
+        # fraction and the ratio histogram over the whole update.
+        all_ratios = torch.cat(ratios)
+        sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+        scalars = {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/SPS": sps,
+            "charts/advantage_mean": b_advantages.mean().item(),
+            "charts/advantage_std": b_advantages.std().item(),
+            "losses/value_loss": v_loss.item(),
+            "losses/policy_loss": pg_loss.item(),
+            "losses/entropy": entropy_loss.item(),
+            "losses/old_approx_kl": (-ratios[-1].log()).mean().item(),
+            "losses/approx_kl": approx_kl(ratios[-1]).item(),
+            "losses/clipfrac": ((all_ratios - 1.0).abs() > args.clip_coef).float().mean().item(),
+            "losses/explained_variance": explained_variance(b_values, b_returns),
+            "losses/grad_norm": grad_norm.item(),
+        }
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, global_step)
+        writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
+        recent_return = float(np.mean(episodic_returns[-20:])) if episodic_returns else float("nan")
+        bar.update(batch_size)
+        bar.set_postfix(sps=sps, ret=recent_return, refresh=False)
+
+        # checkpoint.pt: the model and what --resume needs to carry on as if the run had not stopped.
+        every = args.checkpoint_every
+        if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
+            last_checkpoint_step = global_step
+            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration, torch_rng_state=torch.get_rng_state())
+            if device.type == "cuda":
+                resume["cuda_rng_state"] = torch.cuda.get_rng_state()
+            save(run_dir, "checkpoint.pt", args, agent, global_step, **resume)
+
+    bar.close()
     envs.close()
-    return finish_run(args, agent, run_dir, writer, log, global_step, device, world_size)
+    if world_size > 1:
+        dist.destroy_process_group()  # the ranks part; rank 0 saves and evaluates alone
+    model_path = save(run_dir, "model.pt", args, agent, global_step) if args.save_model else None
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        eval_returns = play(agent, args, args.eval_episodes, first_eval_seed(args), device, video_dir, args.progress)
+        for i, eval_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", eval_return, i)
+        print_eval(eval_returns, "greedy games" if args.eval_greedy else "games")
+    print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {recent_return:.1f}")
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    return {
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "eval_returns": eval_returns,
+        "sps": sps,
+        "run_dir": run_dir,
+        "model_path": model_path,
+        "checkpoint_path": os.path.join(run_dir, "checkpoint.pt") if args.checkpoint_every > 0 else None,
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
+# ---- Evaluation
 @torch.no_grad()
-def play(
-    agent: Agent,
-    args: Args,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    capture_video: bool = False,
-    video_dir: str = "videos",
-    progress: bool = False,
-) -> list:
-    """Play whole games (all lives) of args.env_id, the first seeded `seed`, the next counting up;
-    returns the scores. The policy samples its actions as in training, as the published Atari
-    scores do (with its own generator, seeded too), or with args.eval_greedy takes the argmax.
-    A game without a point for args.eval_idle_frames ends there: an untrained agent that never
-    presses FIRE, or a trained one caught in a loop, would otherwise play to the frame limit."""
-    env = make_env(check_env(args.env_id), args, capture_video, video_dir)
+def play(agent: Agent, args: Args, episodes: int, seed: int, device, video_dir=None, progress=False) -> list:
+    """Play whole games (all lives), the first seeded `seed`, the next counting up, recorded to `video_dir` if given;
+    returns the scores. The policy samples as in training, as the published Atari scores do (with its own seeded
+    generator), or with args.eval_greedy takes the argmax. A game without a point for args.eval_idle_frames ends
+    there: an untrained agent that never presses FIRE would otherwise play to the frame limit."""
+    env = make_env(check_env(args.env_id), args, video_dir is not None, video_dir)
     generator = torch.Generator(device).manual_seed(seed)
     returns = []
-    with EvalProgress(progress, episodes) as shown:
-        for episode in range(episodes):
-            raw_obs, _ = env.reset(seed=seed + episode)
-            done, total, idle_frames = False, 0.0, 0
-            while not done:
-                obs = torch.as_tensor(np.asarray(raw_obs), device=device).unsqueeze(0)
-                if args.eval_greedy:
-                    action = agent.greedy_action(obs)
-                else:
-                    action, _, _ = agent.sample_action(obs, generator)
-                raw_obs, reward, terminated, truncated, _ = env.step(int(action))
-                total += float(reward)
-                idle_frames = 0 if reward != 0 else idle_frames + args.frame_skip
-                stuck = args.eval_idle_frames > 0 and idle_frames >= args.eval_idle_frames
-                done = terminated or truncated or stuck
-            returns.append(total)
-            shown.advance(total)
+    bar = progress_bar(progress, episodes, desc="evaluating", unit="episode")
+    for episode in range(episodes):
+        raw_obs, _ = env.reset(seed=seed + episode)
+        done, total, idle_frames = False, 0.0, 0
+        while not done:
+            obs = torch.as_tensor(np.asarray(raw_obs), device=device).unsqueeze(0)
+            if args.eval_greedy:
+                action = agent.greedy_action(obs)
+            else:
+                action, _, _ = agent.sample_action(obs, generator)
+            raw_obs, reward, terminated, truncated, _ = env.step(int(action))
+            total += float(reward)
+            idle_frames = 0 if reward != 0 else idle_frames + args.frame_skip
+            stuck = args.eval_idle_frames > 0 and idle_frames >= args.eval_idle_frames
+            done = terminated or truncated or stuck
+        returns.append(total)
+        bar.update(1)
+        bar.set_postfix(ret=float(np.mean(returns)), refresh=False)
+    bar.close()
     env.close()
     return returns
 
 
 def evaluate(
-    model_path: str,
-    env_id: Optional[str] = None,
-    episodes: int = 10,
-    seed: Optional[int] = None,
-    cuda: bool = False,
-    capture_video: bool = False,
-    progress: bool = False,
-    greedy: Optional[bool] = None,
-) -> list:
-    """Load a model.pt and return its scores over full games, played as `play` says. The default
-    seed is that of the evaluation at the end of its training, so that the same games are played.
-    `greedy` (None: as the model's run was evaluated) picks the argmax policy."""
+    model_path: str, env_id=None, episodes=10, seed=None, cuda=False, capture_video=False, progress=False, greedy=None
+):
+    """Load a model.pt and return its scores over full games, played as `play` says; `greedy` (None: as its run
+    was evaluated) picks the argmax policy. The default seed is that of the evaluation that ended its training."""
     agent, saved, _, device = load_agent(model_path, env_id, cuda)
     saved.eval_greedy = saved.eval_greedy if greedy is None else greedy
-    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval")
+    video_dir = os.path.join(os.path.dirname(model_path), "videos-eval") if capture_video else None
     seed = first_eval_seed(saved) if seed is None else seed
-    return play(agent, saved, episodes, seed, device, capture_video, video_dir, progress)
+    return play(agent, saved, episodes, seed, device, video_dir, progress)
 
 
-# =============================================================================================
-# Plumbing: what running the script needs and learning the algorithm does not. A reader of
-# the algorithm may stop here.
-# =============================================================================================
+# ---- Plumbing: errors, checkpoint files, run folders, progress, W&B. A reader of the algorithm may stop here.
 class ConfigError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
 
 
 def validate(args: Args) -> None:
-    """Refuse, in one line, the settings that cannot mean anything."""
-    for name in [
-        "total_timesteps",
-        "num_envs",
-        "num_steps",
-        "num_minibatches",
-        "update_epochs",
-        "clip_coef",
-        "max_grad_norm",
-        "frame_skip",
-        "frame_stack",
-        "max_episode_frames",
-        "dist_timeout",
-    ]:
-        if not getattr(args, name) > 0:
-            raise ConfigError(f"{flag(name)} must be positive, got {getattr(args, name)}")
-    for name in [
-        "learning_rate",
-        "ent_coef",
-        "vf_coef",
-        "eval_episodes",
-        "checkpoint_every",
-        "noop_max",
-        "torch_threads",
-        "env_threads",
-        "eval_idle_frames",
-    ]:
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"{flag(name)} must be 0 or more, got {getattr(args, name)}")
-    for name in ["gamma", "gae_lambda", "repeat_action_probability"]:
-        if not 0 <= getattr(args, name) <= 1:
-            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {getattr(args, name)}")
-    if args.target_kl is not None and not args.target_kl > 0:
-        raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
+    """Refuse, in one line, the settings that cannot mean anything. Written as `not x > 0`, which NaN fails too."""
+    rules = [
+        ("must be positive", lambda x: x > 0, "total_timesteps num_envs num_steps num_minibatches update_epochs"),
+        ("must be positive", lambda x: x > 0, "clip_coef max_grad_norm target_kl frame_skip frame_stack"),
+        ("must be positive", lambda x: x > 0, "max_episode_frames dist_timeout"),
+        ("must be 0 or more", lambda x: x >= 0, "learning_rate ent_coef vf_coef eval_episodes checkpoint_every"),
+        ("must be 0 or more", lambda x: x >= 0, "noop_max torch_threads env_threads eval_idle_frames"),
+        ("must be between 0 and 1", lambda x: 0 <= x <= 1, "gamma gae_lambda repeat_action_probability"),
+        ("must be between 0 and 2**32 - 1", lambda x: 0 <= x < 2**32, "seed eval_seed"),  # numpy's seeds: 32 bits
+    ]
+    for requirement, holds, names in rules:
+        for name in names.split():
+            value = getattr(args, name)
+            if value is not None and not holds(value):  # None: the optional target_kl, eval_seed
+                raise ConfigError(f"{flag(name)} {requirement}, got {value}")
+    if args.eval_only is not None and not args.eval_episodes > 0:
+        raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
     if args.lr_schedule_steps != 0 and not args.lr_schedule_steps >= args.total_timesteps:
         raise ConfigError(f"--lr-schedule-steps must be 0 or at least --total-timesteps, got {args.lr_schedule_steps}")
     batch_size = args.num_envs * args.num_steps
@@ -645,8 +625,7 @@ def check_env(env_id: str) -> str:
     """Return the ROM name of the game that env_id names ('BreakoutNoFrameskip-v4',
     'ALE/Breakout-v5', 'Breakout' -> 'breakout'), or refuse it in one line."""
     rom_ids = ale_py.roms.get_all_rom_ids()
-    name = env_id.split("/")[-1]
-    name = re.sub(r"(-ram)?(NoFrameskip|Deterministic)?(-v\d+)?$", "", name)
+    name = re.sub(r"(-ram)?(NoFrameskip|Deterministic)?(-v\d+)?$", "", env_id.split("/")[-1])
     game = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()  # MsPacman -> ms_pacman
     if game in rom_ids:
         return game
@@ -654,98 +633,23 @@ def check_env(env_id: str) -> str:
     if env_id in gym.registry:
         raise ConfigError(f"{env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py")
     close = difflib.get_close_matches(game, rom_ids, n=5, cutoff=0.6)
-    if close:
-        hint = f"; close matches: {', '.join(close)}"
-    else:
-        hint = "; ale_py's games: ale_py.roms.get_all_rom_ids()"
-    raise ConfigError(f"unknown environment id {env_id!r}: no Atari game {game!r}{hint}")
+    hint = f"close matches: {', '.join(close)}" if close else "ale_py's games: ale_py.roms.get_all_rom_ids()"
+    raise ConfigError(f"unknown environment id {env_id!r}: no Atari game {game!r}; {hint}")
 
 
 def select_device(cuda: bool, torch_threads: int, local_rank: int = 0) -> torch.device:
     if cuda and not torch.cuda.is_available():
         raise ConfigError("--cuda was given but torch finds no CUDA device; run without --cuda")
+    gpus = torch.cuda.device_count() if cuda else 0
+    if cuda and local_rank >= gpus:  # under torchrun, each process takes a GPU of its own: NCCL refuses two on one
+        raise ConfigError(
+            f"process {local_rank} on this machine has no GPU of its own: torch sees {gpus}; lower --nproc-per-node"
+        )
     if not cuda:
         torch.set_num_threads(torch_threads or cores_per_process())
         return torch.device("cpu")
-    # Under torchrun, each process on a machine takes its own GPU: NCCL refuses two on one.
-    if local_rank >= torch.cuda.device_count():
-        raise ConfigError(
-            f"process {local_rank} on this machine has no GPU of its own: torch sees "
-            f"{torch.cuda.device_count()}; start at most that many with torchrun --nproc-per-node"
-        )
-    device = torch.device("cuda", local_rank)
-    torch.cuda.set_device(device)
-    return device
-
-
-# ---- Data parallelism under torchrun: each process (rank) runs its share of the envs;
-# gradients are averaged over ranks at every minibatch, so all ranks keep identical parameters.
-# Started with plain `python`, the world is one rank and none of this communicates.
-def init_distributed(args: Args) -> tuple:
-    """(rank, world_size, local_rank) from torchrun's environment variables."""
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world_size > 1 and not dist.is_initialized():
-        # NCCL between GPUs, gloo between CPU processes. The timeout turns a rank that died
-        # into an error in the others instead of a hang.
-        backend = "nccl" if args.cuda else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=args.dist_timeout))
-    return rank, world_size, int(os.environ.get("LOCAL_RANK", 0))
-
-
-def all_reduce_mean(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
-    """The tensor's mean over the ranks, in place; itself when there is one process."""
-    if world_size > 1:
-        dist.all_reduce(tensor)
-        tensor /= world_size
-    return tensor
-
-
-def average_gradients(model: nn.Module, world_size: int) -> None:
-    """Replace every gradient by its mean over the ranks (each rank's is of its own minibatch)."""
-    for parameter in model.parameters():
-        all_reduce_mean(parameter.grad, world_size)
-
-
-def gather_lists(items: list, world_size: int) -> list:
-    """Every rank's list of plain Python items, concatenated in rank order."""
-    if world_size == 1:
-        return items
-    gathered = [None] * world_size
-    dist.all_gather_object(gathered, items)
-    return [item for rank_items in gathered for item in rank_items]
-
-
-class NullWriter:
-    """The TensorBoard writer of the ranks other than 0, which write nothing."""
-
-    def add_scalar(self, *args, **kwargs) -> None:
-        pass
-
-    add_histogram = add_text = add_scalar
-
-    def close(self) -> None:
-        pass
-
-
-def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a
-    graph whose small operations are fused into fewer kernels. --cudagraphs adds torch.compile's
-    "reduce-overhead" mode, which records the kernels of a call as a CUDA graph and replays it,
-    one launch instead of hundreds (the policy's noise must still differ from replay to replay:
-    the GPU tests check it)."""
-    if not args.compile:
-        return fn
-    if not args.cudagraphs:
-        return torch.compile(fn)
-    graphed = torch.compile(fn, mode="reduce-overhead")
-
-    def copied(*inputs):
-        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
-        # which the training loop may keep (the losses for the logs, the ratios for the KL).
-        out = graphed(*inputs)
-        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
-
-    return copied
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def seed_everything(seed: int, torch_deterministic: bool) -> None:
@@ -761,8 +665,8 @@ def first_eval_seed(args: Args) -> int:
     return args.seed + 10_000 if args.eval_seed is None else args.eval_seed
 
 
-# ---- Checkpoints: written to a temporary file and renamed, so a kill never leaves a broken file
 def save_atomic(obj: dict, path: str) -> None:
+    """Write to a temporary file and rename it: a kill never leaves a broken file."""
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
         torch.save(obj, f)
@@ -786,13 +690,12 @@ def load_file(path: str, required_keys: tuple) -> dict:
     return data
 
 
-def args_to_run(args: Args) -> tuple:
+def load_settings(args: Args) -> tuple:
     """The settings of the run, checked: a resumed run takes them from its checkpoint, and only
     how it is run (device, progress, W&B) may change. Returns (args, checkpoint or None)."""
     checkpoint = None
     if args.resume is not None:
-        required = ("model", "optimizer", "args", "global_step", "iteration")
-        checkpoint = load_file(args.resume, required)
+        checkpoint = load_file(args.resume, ("model", "optimizer", "args", "global_step", "iteration"))
         saved = Args(**checkpoint["args"])
         saved.resume, saved.cuda, saved.progress, saved.track = (args.resume, args.cuda, args.progress, args.track)
         args = saved
@@ -801,65 +704,58 @@ def args_to_run(args: Args) -> tuple:
     return args, checkpoint
 
 
-def restore(args: Args, checkpoint, agent: Agent, optimizer, device, rank, world_size) -> tuple:
+def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, device) -> tuple:
     """Load a checkpoint's weights, optimizer and random state; returns (global_step, first
-    iteration), which are (0, 1) for a new run. Under torchrun, every rank then takes rank 0's
-    weights, so that all start equal."""
-    global_step, start_iteration = 0, 1
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step, start_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
-        if rank == 0:  # rank 0 carries on its saved random stream; the others start new ones
-            torch.set_rng_state(checkpoint["torch_rng_state"])
-            if device.type == "cuda" and "cuda_rng_state" in checkpoint:
-                torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-            print(f"resumed from {args.resume} at step {global_step}")
-        else:
-            torch.manual_seed(args.seed + rank + global_step)
-    if world_size > 1:
+    iteration), which are (0, 1) for a new run."""
+    if dist.is_initialized():  # under torchrun, every rank takes rank 0's weights, so that all start equal
         for parameter in agent.parameters():
             dist.broadcast(parameter.data, src=0)
-    return global_step, start_iteration
+    if checkpoint is None:
+        return 0, 1
+    agent.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["torch_rng_state"])
+    if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+    if dist.is_initialized() and dist.get_rank() > 0:  # rank 0 carries on the saved random stream, the others new ones
+        torch.manual_seed(args.seed + dist.get_rank() + checkpoint["global_step"])
+    print(f"resumed from {args.resume} at step {checkpoint['global_step']}")
+    return checkpoint["global_step"], checkpoint["iteration"] + 1
 
 
-def save_checkpoint(run_dir, args, agent, optimizer, global_step, iteration, device) -> None:
-    """checkpoint.pt: what `--resume` needs to carry on as if the run had not stopped."""
-    state = {
-        "model": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "args": asdict(args),
-        "global_step": global_step,
-        "iteration": iteration,
-        "run_dir": run_dir,
-        "torch_rng_state": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda_rng_state"] = torch.cuda.get_rng_state()
-    save_atomic(state, os.path.join(run_dir, "checkpoint.pt"))
+def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
+    """model.pt: the weights, the args and the step, all that `evaluate` needs. checkpoint.pt: the same and what
+    `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    path = os.path.join(run_dir, filename)
+    state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
+    if resume_state:
+        state["run_dir"] = run_dir
+    try:
+        save_atomic(state, path)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
-    """Rebuild the Agent of a model.pt for env_id (default: the game it was trained on).
-    Returns (agent, saved Args, env_id, device)."""
+    """Rebuild the Agent of a model.pt for env_id (default: the one it was trained on). Returns (agent, saved Args,
+    env_id, device)."""
     data = load_file(model_path, ("model", "args"))
     saved = Args(**data["args"])
-    saved.env_id = env_id or saved.env_id
+    env_id = saved.env_id = env_id or saved.env_id
     device = select_device(cuda, saved.torch_threads)
-    env = make_env(check_env(saved.env_id), saved, False, "")
+    env = make_env(check_env(env_id), saved, False, "")
     agent = Agent(saved.frame_stack, int(env.action_space.n)).to(device)
     env.close()
     try:
         agent.load_state_dict(data["model"])
     except RuntimeError as e:
-        first_line = str(e).splitlines()[0]
-        raise ConfigError(f"{model_path} does not fit {saved.env_id}: {first_line}") from None
+        raise ConfigError(f"{model_path} does not fit {env_id}: {str(e).splitlines()[0]}") from None
     agent.eval()
-    return agent, saved, saved.env_id, device
+    return agent, saved, env_id, device
 
 
-# ---- Run folder, TensorBoard, W&B, progress
-def start_run(args: Args, checkpoint: Optional[dict], device, rank: int, world_size: int) -> tuple:
+def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
     """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
     the same scalars to W&B with --track. Under torchrun, rank 0 names the folder and writes; the
     other ranks get a writer that writes nothing. Returns (run_dir, writer)."""
@@ -869,11 +765,14 @@ def start_run(args: Args, checkpoint: Optional[dict], device, rank: int, world_s
         env_name = args.env_id.replace("/", "-").replace(":", "-")
         script = os.path.basename(__file__)[:-3]
         run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
-    run_dir = gather_lists([run_dir], world_size)[0]  # rank 0's, named at rank 0's clock
-    if rank != 0:
+    run_dir = gather_lists([run_dir])[0]  # rank 0's, named at rank 0's clock
+    if dist.is_initialized() and dist.get_rank() != 0:
         return run_dir, NullWriter()
-    os.makedirs(run_dir, exist_ok=True)
-    processes = f", {world_size} processes" if world_size > 1 else ""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder under {args.runs_dir}: {e.strerror or e}") from None
+    processes = f", {dist.get_world_size()} processes" if dist.is_initialized() else ""
     print(f"device: {device}, run: {run_dir}{processes}")
     if args.track:
         try:
@@ -894,212 +793,94 @@ def start_run(args: Args, checkpoint: Optional[dict], device, rank: int, world_s
     return run_dir, writer
 
 
-class TrainingLog:
-    """The episodes' returns, the diagnostics of every update (TensorBoard, CleanRL's names),
-    the progress bar, and when a checkpoint is due. Under torchrun, every rank's games are
-    counted, and only rank 0 prints, shows progress and writes checkpoints."""
-
-    def __init__(self, args: Args, writer, global_step: int, rank: int, world_size: int):
-        self.args, self.writer = args, writer
-        self.is_main, self.world_size = rank == 0, world_size
-        self.episodic_returns, self.episodic_lengths = [], []
-        self.finished = []  # (step, return, length) of this rank's games not yet gathered
-        self.start_time, self.start_step = time.time(), global_step
-        self.last_checkpoint_step = global_step
-        self.progress = make_progress(args.progress and self.is_main)
-        self.task = self.progress.add_task(
-            "training", total=args.total_timesteps, completed=global_step, sps=0, ret=float("nan")
-        )
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def print(self, text: str) -> None:
-        if self.is_main:
-            print(text)
-
-    def episodes(self, infos: dict, global_step: int) -> None:
-        """Keep the games that ended at this step, as RecordEpisodeStatistics saw them."""
-        if "episode" not in infos:
-            return
-        for env_idx in np.flatnonzero(infos["_episode"]):
-            episode = infos["episode"]
-            self.finished.append((global_step, float(episode["r"][env_idx]), int(episode["l"][env_idx])))
-
-    def gather_episodes(self) -> None:
-        """Log the games of every rank that ended since the last call (every rank calls it)."""
-        for step, episodic_return, episodic_length in gather_lists(self.finished, self.world_size):
-            self.episodic_returns.append(episodic_return)
-            self.episodic_lengths.append(episodic_length)
-            self.writer.add_scalar("charts/episodic_return", episodic_return, step)
-            self.writer.add_scalar("charts/episodic_length", episodic_length, step)
-        self.finished = []
-
-    def sps(self, global_step: int) -> int:
-        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
-
-    def recent_return(self) -> float:
-        returns = self.episodic_returns[-20:]
-        return float(np.mean(returns)) if returns else float("nan")
-
-    def update(
-        self,
-        global_step,
-        optimizer,
-        losses,
-        ratios,
-        grad_norm,
-        values,
-        returns,
-        advantages,
-        **charts,
-    ) -> None:
-        """What diagnosing PPO needs, once per update: the losses of the last minibatch, KL and
-        clip fraction (of the last minibatch, as CleanRL logs them, and over the update), and
-        the script's own `charts`."""
-        add = self.writer.add_scalar
-        sps = self.sps(global_step)
-        add("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        add("charts/SPS", sps, global_step)
-        add("charts/advantage_mean", advantages.mean().item(), global_step)
-        add("charts/advantage_std", advantages.std().item(), global_step)
-        for name, value in losses.items():
-            add(f"losses/{name}", value.item(), global_step)
-        all_ratios = torch.cat(ratios)
-        add("losses/old_approx_kl", (-ratios[-1].log()).mean().item(), global_step)
-        add("losses/approx_kl", approx_kl(ratios[-1]).item(), global_step)
-        clipfrac = ((all_ratios - 1.0).abs() > self.args.clip_coef).float().mean()
-        add("losses/clipfrac", clipfrac.item(), global_step)
-        add("losses/explained_variance", explained_variance(values, returns), global_step)
-        add("losses/grad_norm", grad_norm.item(), global_step)
-        for name, value in charts.items():
-            add(f"charts/{name}", value.item(), global_step)
-        self.writer.add_histogram("histograms/ratio", all_ratios.cpu(), global_step)
-        self.progress.update(self.task, completed=global_step, sps=sps, ret=self.recent_return())
-
-    def checkpoint_due(self, global_step: int, last_iteration: bool) -> bool:
-        every = self.args.checkpoint_every
-        if self.is_main and every > 0 and (global_step - self.last_checkpoint_step >= every or last_iteration):
-            self.last_checkpoint_step = global_step
-            return True
-        return False
-
-
-def finish_run(args, agent, run_dir, writer, log, global_step, device, world_size) -> dict:
-    """Save model.pt, evaluate the greedy policy, and close the logs (rank 0 alone, after the
-    ranks have parted). Returns what `train` returns."""
-    sps = log.sps(global_step)
-    if world_size > 1:
-        dist.destroy_process_group()
-    model_path = None
-    if args.save_model and log.is_main:
-        model_path = os.path.join(run_dir, "model.pt")
-        model = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step}
-        save_atomic(model, model_path)
-    eval_returns = []
-    if args.eval_episodes > 0 and log.is_main:
-        video_dir = os.path.join(run_dir, "videos-eval")
-        eval_returns = play(
-            agent, args, args.eval_episodes, first_eval_seed(args), device, args.capture_video, video_dir, args.progress
-        )
-        for i, r in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", r, i)
-        print_eval(eval_returns, "greedy games" if args.eval_greedy else "games")
-    log.print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {log.recent_return():.1f}")
-    writer.close()
-    if args.track and log.is_main:
-        import wandb
-
-        wandb.finish()
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    return {
-        "global_step": global_step,
-        "episodic_returns": log.episodic_returns,
-        "episodic_lengths": log.episodic_lengths,
-        "eval_returns": eval_returns,
-        "sps": sps,
-        "run_dir": run_dir,
-        "model_path": model_path,
-        "checkpoint_path": checkpoint_path if args.checkpoint_every > 0 else None,
-    }
-
-
 def print_eval(returns: list, what: str) -> None:
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: mean return {mean:.1f} +- {std:.1f} over {len(returns)} {what}")
+    print(f"eval: mean return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} {what}")
 
 
-def make_progress(enabled: bool):
-    """A rich progress bar: steps, steps/s and the mean of the last 20 episodic returns."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "training", unit: str = "step"):
+    """A tqdm bar, silent unless stdout is a terminal."""
+    from tqdm import tqdm
 
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]} steps/s  return {task.fields[ret]:.1f}"),
-        TimeRemainingColumn(),
-        disable=not (enabled and sys.stdout.isatty()),
-    )
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not (enabled and sys.stdout.isatty()))
 
 
-class EvalProgress:
-    """A progress bar over evaluation episodes, with the mean return so far."""
+# torchrun: each process (rank) runs its share of the envs, and gradients are averaged over ranks at every
+# minibatch, so that all ranks keep identical parameters. Under plain `python`, none of this communicates.
+def start_processes(args: Args) -> tuple:
+    """Join torchrun's other processes and take this one's device; rank 0 alone prints, writes files and
+    evaluates. Returns (args, rank, world_size, device)."""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1 and not dist.is_initialized():
+        # NCCL between GPUs, gloo between CPU processes; the timeout turns a dead rank into an error, not a hang.
+        dist.init_process_group("nccl" if args.cuda else "gloo", timeout=timedelta(seconds=args.dist_timeout))
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")
+        args = replace(args, save_model=False, eval_episodes=0, checkpoint_every=0, track=False)
+    return args, rank, world_size, select_device(args.cuda, args.torch_threads, int(os.environ.get("LOCAL_RANK", 0)))
 
-    def __init__(self, enabled: bool, episodes: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self.returns = []
-        self.progress = Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("mean return {task.fields[ret]:.1f}"),
-            disable=not (enabled and sys.stdout.isatty()),
-        )
-        self.task = self.progress.add_task("eval", total=episodes, ret=float("nan"))
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's mean over the ranks, in place; itself when there is one process."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return tensor
 
-    def __enter__(self):
-        self.progress.start()
-        return self
 
-    def advance(self, episode_return: float) -> None:
-        self.returns.append(episode_return)
-        self.progress.update(self.task, advance=1, ret=float(np.mean(self.returns)))
+def average_gradients(model: nn.Module) -> None:
+    """Replace every gradient by its mean over the ranks (each rank's is of its own minibatch)."""
+    for parameter in model.parameters():
+        all_reduce_mean(parameter.grad)
 
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
+
+def gather_lists(items: list) -> list:
+    """Every rank's list of plain Python items, concatenated in rank order."""
+    if not dist.is_initialized():
+        return items
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [item for rank_items in gathered for item in rank_items]
+
+
+class NullWriter:
+    """The TensorBoard writer of the ranks other than 0, which write nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def maybe_compile(fn, args: Args):
+    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a graph whose small
+    operations are fused into fewer kernels. --cudagraphs adds the "reduce-overhead" mode, which records the kernels
+    of a call as a CUDA graph and replays it: one launch instead of hundreds (the GPU tests check that the policy's
+    noise still differs from replay to replay)."""
+    if not args.compile:
+        return fn
+    if not args.cudagraphs:
+        return torch.compile(fn)
+    graphed = torch.compile(fn, mode="reduce-overhead")
+
+    def copied(*inputs):
+        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
+        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        out = graphed(*inputs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+    return copied
 
 
 def main() -> None:
     """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
     printed as one line with exit code 2."""
-    cli_args = tyro.cli(Args)
+    args = tyro.cli(Args)
     try:
-        if cli_args.eval_only is not None:
-            eval_returns = evaluate(
-                cli_args.eval_only,
-                None,
-                cli_args.eval_episodes,
-                cli_args.eval_seed,
-                cli_args.cuda,
-                cli_args.capture_video,
-                cli_args.progress,
-                cli_args.eval_greedy,
-            )
-            print_eval(eval_returns, f"episodes: {eval_returns}")
+        if args.eval_only is None:
+            train(args)
         else:
-            train(cli_args)
+            validate(args)
+            episodes, seed, video, greedy = args.eval_episodes, args.eval_seed, args.capture_video, args.eval_greedy
+            returns = evaluate(args.eval_only, None, episodes, seed, args.cuda, video, args.progress, greedy)
+            print_eval(returns, f"episodes: {returns}")
     except ConfigError as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
