@@ -2,8 +2,7 @@
 
 PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience with the current policy,
 estimates advantages with GAE (Schulman et al. 2015, https://arxiv.org/abs/1506.02438), then takes several epochs of
-minibatch gradient steps on a clipped surrogate objective that keeps the new policy close to the one that collected
-the data.
+minibatch gradient steps on a clipped surrogate objective that keeps the new policy close to the one that acted.
 
 The agent is ppo_discrete.py's with memory: at every step the policy and the value each read the last K observations
 of the current episode (--context-len) through a small causal transformer of their own, with pre-norm blocks (Vaswani
@@ -377,9 +376,8 @@ class WindowEncoder(nn.Module):
         self.embed = nn.Linear(obs_dim, dim)
         # Learned positions, counted back from the current step: the last slot is always "now".
         self.position = nn.Parameter(torch.randn(length, dim) * 0.02)
-        # Optional, counted forward from the window's oldest observation of the episode: with these, "attend to the
-        # episode's first observation" is one learned query, not a search for the oldest slot among positions that
-        # differ at every step.
+        # Optional, counted forward from the window's oldest observation of the episode: "attend to the episode's first
+        # observation" is then one learned query, not a search among positions that differ at every step.
         self.position_from_start = nn.Parameter(torch.randn(length, dim) * 0.02) if args.position_from_start else None
         self.blocks = nn.ModuleList(Block(dim, args.num_heads) for _ in range(args.num_layers))
         self.norm = nn.LayerNorm(dim)  # pre-norm blocks leave their output unnormalized
@@ -491,14 +489,12 @@ def train(args: Args) -> dict:
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
-    # Each gradient clipping covers one network, the policy's or the value's, so that a large value gradient never
-    # shrinks the policy's step.
+    # Each network's gradient is clipped apart, so that a large value gradient never shrinks the policy's step.
     policy_params = [*agent.encoder.parameters(), *agent.actor.parameters()]
     networks = [policy_params, [*agent.critic_encoder.parameters(), *agent.critic.parameters()]]
 
-    # Rollout storage. Observations are stored raw and the agent normalizes its windows itself: the statistics change
-    # only after each update, so the update sees exactly what the policy saw when it acted. The history holds, per env,
-    # the K - 1 observations carried over from the previous rollout, then this rollout's: step t's observation is
+    # Rollout storage. Observations are stored raw: the agent normalizes its windows itself. The history holds, per
+    # env, the K - 1 observations carried over from the previous rollout, then this rollout's: step t's observation is
     # row K - 1 + t, its window rows t .. t + K - 1 (episode_windows). Rewards and dones stay numpy arrays until the
     # rollout ends: one transfer per rollout.
     context_len, carried = args.context_len, args.context_len - 1
@@ -626,9 +622,8 @@ def train(args: Args) -> dict:
             if args.target_kl is not None and approx_kl(ratios[-1]) > args.target_kl:
                 break
 
-        # Observation statistics: updated once per rollout, after its update. The windows are stored raw and the agent
-        # normalizes them, so every step of the batch, its bootstrap values and every epoch of the update saw the
-        # statistics the policy acted with.
+        # Observation statistics: updated once per rollout, after its update, so that every step of the batch, its
+        # bootstrap values and every epoch of the update saw the statistics the policy acted with.
         if agent.obs_rms is not None:
             agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
 
@@ -677,16 +672,8 @@ def train(args: Args) -> dict:
     eval_returns = []
     if args.eval_episodes > 0:
         video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
-        eval_returns = play(
-            agent,
-            args.env_id,
-            args.eval_episodes,
-            first_eval_seed(args),
-            device,
-            video_dir,
-            args.progress,
-            args.mask_velocity,
-        )
+        episodes, seed = args.eval_episodes, first_eval_seed(args)
+        eval_returns = play(agent, args.env_id, episodes, seed, device, video_dir, args.progress, args.mask_velocity)
         for i, eval_return in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", eval_return, i)
         print_eval(eval_returns, "greedy episodes")
@@ -721,8 +708,7 @@ def play(agent, env_id: str, episodes: int, seed: int, device, video_dir=None, p
         done, total = False, 0.0
         episode_obs = []
         while not done:
-            raw = torch.as_tensor(raw_obs, dtype=torch.float32, device=device)
-            episode_obs.append(raw.reshape(-1))
+            episode_obs.append(torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(-1))
             window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <=K, D]
             raw_obs, reward, terminated, truncated, _ = env.step(int(agent.greedy_action(window)))
             total += float(reward)
