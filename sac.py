@@ -338,9 +338,8 @@ def train(args: Args) -> dict:
     alpha = log_alpha.detach().exp() if args.autotune else torch.tensor(args.alpha, device=device)
     # Updates start after learning_starts steps; a resumed run whose buffer was not saved first
     # refills it with learning_starts steps (of the current policy, when past the random phase).
-    updates_start = (
-        global_step + args.learning_starts if checkpoint is not None and buffer.size == 0 else args.learning_starts
-    )
+    refill = checkpoint is not None and buffer.size == 0
+    updates_start = global_step + args.learning_starts if refill else args.learning_starts
     num_iterations = args.total_timesteps // args.num_envs
 
     to_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=device)
@@ -353,7 +352,7 @@ def train(args: Args) -> dict:
     )
 
     episodic_returns = []
-    start_time, start_step, first_update = time.time(), global_step, num_updates
+    start_time, start_step, start_updates = time.time(), global_step, num_updates
     updates_start_time, last_saved = None, global_step
     bar = progress_bar(args.progress, args.total_timesteps, global_step)
     # A resumed run starts fresh episodes, seeded differently from the first start.
@@ -426,7 +425,7 @@ def train(args: Args) -> dict:
 
             # Diagnostics every 100 updates (.item() waits for the device), once the actor has been
             # updated in this process; qf_loss: the mean of the two, as CleanRL logs it.
-            if num_updates % 100 == 0 and num_updates - first_update >= args.policy_frequency:
+            if num_updates % 100 == 0 and num_updates - start_updates >= args.policy_frequency:
                 scalars = {
                     "losses/qf1_values": qf1_values.mean().item(),
                     "losses/qf2_values": qf2_values.mean().item(),
@@ -436,7 +435,7 @@ def train(args: Args) -> dict:
                     "losses/actor_loss": actor_loss.item(),
                     "losses/entropy": -log_pi.mean().item(),
                     "losses/alpha": alpha.item(),
-                    "charts/updates_per_second": (num_updates - first_update) / (time.time() - updates_start_time),
+                    "charts/updates_per_second": (num_updates - start_updates) / (time.time() - updates_start_time),
                 }
                 if args.autotune:
                     scalars["losses/alpha_loss"] = alpha_loss.item()
@@ -458,7 +457,7 @@ def train(args: Args) -> dict:
 
     # The end: model.pt, the deterministic policy's evaluation, the summary.
     sps = int((global_step - start_step) / (time.time() - start_time))
-    ups = (num_updates - first_update) / (time.time() - (updates_start_time or 0.0))  # updates per second
+    ups = (num_updates - start_updates) / (time.time() - (updates_start_time or 0.0))  # updates per second
     model_path = save(run_dir, "model.pt", args, actor, global_step) if args.save_model else None
     eval_returns = []
     if args.eval_episodes > 0:

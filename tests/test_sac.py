@@ -422,6 +422,7 @@ def test_corrupt_or_foreign_files_are_refused(tmp_path):
         (["--env-id", "CartPole-v1"], "use ppo_discrete.py"),
         (["--eval-only", "garbage.pt"], "cannot read garbage.pt"),
         (["--tau", "2"], "--tau must be more than 0 and at most 1, got 2.0"),
+        (["--runs-dir", "/dev/null/runs"], "cannot create the run folder under /dev/null/runs"),
         # Refused before the file is read: garbage.pt would be another error.
         (
             ["--eval-only", "garbage.pt", "--eval-episodes", "0"],
