@@ -19,7 +19,6 @@ Usage:
     python a3c.py --num-workers 4 --num-envs 1 --num-steps 5 --optimizer rmsprop   # closer to the paper
     python a3c.py --checkpoint-every 50000             # then, after a kill: --resume runs/<run>/checkpoint.pt
     python a3c.py --eval-only runs/<run>/model.pt      # replays the games of the evaluation that ended training
-    python a3c.py --help                               # every setting
 
 Read from the top: the arguments, the environment, the math, the network, the worker (one actor-learner) and the
 training that starts the workers, evaluation. The last section, after "Plumbing", is what running a script needs and
@@ -203,8 +202,7 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, diag(std^2)), summed over action dimensions:
-    sum(-((x - mean) / std)^2 / 2 - log std - log(2 pi) / 2)."""
+    """log N(x; mean, diag(std^2)) summed over dimensions: sum(-((x - mean) / std)^2 / 2 - log std - log(2 pi) / 2)."""
     return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
 
 
@@ -275,9 +273,8 @@ class Agent(nn.Module):
 
 # ---- Training
 class SharedRMSProp(torch.optim.Optimizer):
-    """The paper's RMSProp (Mnih et al. 2016, section 4), its statistics g shared by all workers and epsilon inside
-    the square root (torch's RMSprop adds it outside): g = alpha * g + (1 - alpha) * grad^2,
-    theta = theta - lr * grad / sqrt(g + eps)."""
+    """The paper's RMSProp (section 4), epsilon inside the square root (torch's RMSprop adds it outside):
+    g = alpha * g + (1 - alpha) * grad^2,  theta = theta - lr * grad / sqrt(g + eps), with g shared by all workers."""
 
     def __init__(self, params, lr: float, alpha: float, eps: float):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps))
@@ -451,8 +448,7 @@ def train(args: Args) -> dict:
     agent = Agent(obs_dim, action_space, args)
     global_step, optimizer_state = restore(args, checkpoint, agent)
     agent.share_memory()
-    # The shared optimizer: its statistics (Adam's moments, RMSProp's average) are created now, in shared memory, before
-    # the workers start, so that every worker's step updates the ones all of them use (the paper's shared RMSProp).
+    # The shared optimizer: its statistics too live in shared memory, where every worker's step updates them.
     optimizer = make_shared_optimizer(agent, args, optimizer_state)
 
     # The workers, processes that each run `worker`, share the model, the optimizer and the step counter T they
@@ -550,11 +546,8 @@ def validate(args: Args) -> None:
                 raise ConfigError(f"{flag(name)} {requirement}, got {value}")
     if args.eval_only is not None and not args.eval_episodes > 0:
         raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
-    batch_size = args.num_envs * args.num_steps
-    if args.total_timesteps < batch_size:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})"
-        )
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps)")
 
 
 def flag(name: str) -> str:
@@ -739,9 +732,8 @@ def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "train
 
 
 def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None):
-    """Adam or RMSProp over the shared model, its statistics created now in shared memory: each worker's copy of this
-    optimizer holds these same tensors (torch would otherwise create them lazily, at the first step, privately in
-    each process). `state` is a saved state_dict to resume."""
+    """Adam or RMSProp over the shared model, its statistics created now in shared memory, so that each worker's copy
+    holds these same tensors (torch would create them at the first step, in each process); `state` resumes."""
     if args.optimizer == "adam":
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
         statistics = ("exp_avg", "exp_avg_sq")
