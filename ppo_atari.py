@@ -133,7 +133,7 @@ class Args:
     resume: Optional[str] = None
     """path of a `checkpoint.pt` to carry on from: its args, weights, optimizer, step and RNG"""
     eval_only: Optional[str] = None
-    """path of a `model.pt`: evaluate it for `--eval-episodes` games and exit, no training"""
+    """path of a `model.pt`: evaluate it for `--eval-episodes` episodes and exit, no training"""
     capture_video: bool = False
     """record videos of the evaluation games to `{run_dir}/videos-eval` (training is unseen)"""
     track: bool = False
@@ -350,8 +350,14 @@ def train(args: Args) -> dict:
     args, checkpoint = load_settings(args)
     args, rank, world_size, device = start_processes(args)
     run_dir, writer = start_run(args, checkpoint, device)
-    # Each rank samples its own actions and minibatches: seed + rank.
-    seed_everything(args.seed + rank, args.torch_deterministic)
+    seed_everything(args.seed + rank, args.torch_deterministic)  # each rank samples its own actions and minibatches
+
+    envs = make_vector_env(args, check_env(args.env_id), args.num_envs // world_size)
+    obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
+    agent = Agent(args.frame_stack, int(envs.single_action_space.n), args.bf16).to(device)
+    # fused: one kernel updates all parameters, measurably faster for small networks.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    global_step, start_iteration = restore(args, checkpoint, agent, optimizer, device)
 
     # The batch and minibatch sizes are global; each rank holds its share of the envs and of every minibatch. The
     # gradient averaged over ranks is that of the global minibatch, but each rank normalizes its own advantages.
@@ -360,13 +366,6 @@ def train(args: Args) -> dict:
     num_iterations = args.total_timesteps // batch_size
     schedule_iterations = (args.lr_schedule_steps or args.total_timesteps) // batch_size
     num_envs, local_batch, local_minibatch = (n // world_size for n in (args.num_envs, batch_size, minibatch_size))
-
-    envs = make_vector_env(args, check_env(args.env_id), num_envs)
-    obs_shape = envs.single_observation_space.shape  # (frame_stack, 84, 84), uint8
-    agent = Agent(args.frame_stack, int(envs.single_action_space.n), args.bf16).to(device)
-    # fused: one kernel updates all parameters, measurably faster for small networks.
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    global_step, start_iteration = restore(args, checkpoint, agent, optimizer, device)
 
     # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. Rewards and dones stay
     # numpy until the rollout ends: one transfer per rollout, not per step. Unlike the other PPO scripts, which
@@ -389,7 +388,7 @@ def train(args: Args) -> dict:
     raw_obs, infos = envs.reset(seed=args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs)
     next_obs = torch.as_tensor(raw_obs, device=device)
     lives = infos["lives"]
-    episodic_returns = []  # what the env paid per finished game (the real score), in the order they ended
+    episodic_returns = []  # what the env paid per finished episode, raw, in the order they ended
     start_time, start_step, last_checkpoint_step = time.time(), global_step, global_step
     sps, recent_return = 0, float("nan")  # recent_return: the mean of the last 20 episodes, for the progress bar
     bar = progress_bar(args.progress, args.total_timesteps, global_step)
@@ -870,8 +869,8 @@ def maybe_compile(fn, args: Args):
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
-    printed as one line with exit code 2."""
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError, or an OSError from
+    writing the run's files (videos, checkpoints), is printed as one line with exit code 2."""
     args = tyro.cli(Args)
     try:
         if args.eval_only is None:
@@ -881,7 +880,7 @@ def main() -> None:
             episodes, seed, video, greedy = args.eval_episodes, args.eval_seed, args.capture_video, args.eval_greedy
             returns = evaluate(args.eval_only, None, episodes, seed, args.cuda, video, args.progress, greedy)
             print_eval(returns, f"episodes: {returns}")
-    except ConfigError as e:
+    except (ConfigError, OSError) as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
