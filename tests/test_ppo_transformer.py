@@ -326,6 +326,17 @@ def test_agent_with_hidden_velocities_trains_saves_and_evaluates(tmp_path):
     assert len(ppo.evaluate(result["model_path"], episodes=2)) == 2
 
 
+def test_a_model_saved_with_the_removed_switches_at_their_defaults_still_plays(tmp_path):
+    # --gated, --separate-critic, --clip-each-network and --lr-schedule-steps are gone; their defaults are
+    # the network and training of today, so a model.pt that names them still loads.
+    result = ppo.train(SCRIPT.args(tmp_path, eval_episodes=0))
+    model = torch.load(result["model_path"], weights_only=True)
+    removed = dict(gated=False, separate_critic=True, clip_each_network=True, lr_schedule_steps=0)
+    model["args"].update(removed)
+    torch.save(model, tmp_path / "former.pt")
+    assert len(ppo.evaluate(str(tmp_path / "former.pt"), episodes=1)) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Memory is what learns: the same budget with a window of one observation fails
 # ---------------------------------------------------------------------------------------------
