@@ -4,14 +4,13 @@ PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of
 with the current policy, estimates advantages with GAE (Schulman et al. 2015,
 https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
 clipped surrogate objective that keeps the new policy close to the one that collected the data.
-The network is the convolutional one of the DQN Nature paper (Mnih et al. 2015), shared by the
-policy and the value; the settings are those of the PPO paper's Atari experiments.
+The network is the convolutional one of the DQN Nature paper (Mnih et al. 2015), shared by the policy and the
+value; the settings are those of the PPO paper's Atari experiments.
 
-The games run in ale_py's C++ vector environment (ROMs included), which does the standard
-preprocessing in its own threads: 4 frames skipped per action with a max over the last two,
-84x84 grayscale, a stack of the last 4 frames, up to 30 no-op actions at the start of a game.
-`--env-id` takes the names users know: BreakoutNoFrameskip-v4, ALE/Breakout-v5, Breakout and
-breakout all name the same game; the settings below, not the id, decide the preprocessing.
+The games run in ale_py's C++ vector environment (ROMs included), which does the standard preprocessing in its own
+threads: 4 frames skipped per action with a max over the last two, 84x84 grayscale, a stack of the last 4 frames, up
+to 30 no-op actions at the start of a game. `--env-id` takes the names users know: BreakoutNoFrameskip-v4,
+ALE/Breakout-v5, Breakout and breakout all name the same game; the settings below, not the id, decide the rest.
 
 Usage (the default budget is the README's Breakout run: 10M agent steps, 40M frames; a GPU makes it practical):
     python ppo_atari.py --cuda --seed 1                           # the README's Breakout figure
@@ -370,7 +369,7 @@ def train(args: Args) -> dict:
     # Rollout storage. Frames stay uint8 on the device: 1 byte per pixel instead of 4. Rewards and dones stay
     # numpy until the rollout ends: one transfer per rollout, not per step. Unlike the other PPO scripts, which
     # compute the log-probs and values of the whole batch in one pass after the rollout, this one keeps those of
-    # the acting pass, because here the convolutions are the cost and acting has already run them, same weights.
+    # the acting pass: the convolutions are the cost, and acting has already run them with the same weights.
     obs = torch.zeros((args.num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, num_envs), device=device)
@@ -621,8 +620,7 @@ def flag(name: str) -> str:
 
 
 def check_env(env_id: str) -> str:
-    """Return the ROM name of the game that env_id names ('BreakoutNoFrameskip-v4',
-    'ALE/Breakout-v5', 'Breakout' -> 'breakout'), or refuse it in one line."""
+    """The ROM name of the game that env_id names ('BreakoutNoFrameskip-v4', 'ALE/Breakout-v5' -> 'breakout')."""
     rom_ids = ale_py.roms.get_all_rom_ids()
     name = re.sub(r"(-ram)?(NoFrameskip|Deterministic)?(-v\d+)?$", "", env_id.split("/")[-1])
     game = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()  # MsPacman -> ms_pacman
@@ -755,9 +753,8 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
 
 
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
-    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
-    the same scalars to W&B with --track. Under torchrun, rank 0 names the folder and writes; the
-    other ranks get a writer that writes nothing. Returns (run_dir, writer)."""
+    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends the same scalars to W&B
+    with --track; torchrun's other ranks get a writer that writes nothing. Returns (run_dir, writer)."""
     if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
         run_dir = checkpoint["run_dir"]
     else:
@@ -806,13 +803,12 @@ def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "train
 # torchrun: each process (rank) runs its share of the envs, and gradients are averaged over ranks at every
 # minibatch, so that all ranks keep identical parameters. Under plain `python`, none of this communicates.
 def start_processes(args: Args) -> tuple:
-    """Join torchrun's other processes and take this one's device; rank 0 alone prints, writes files and
-    evaluates. Returns (args, rank, world_size, device)."""
+    """Join torchrun's other processes and take this one's device; returns (args, rank, world_size, device)."""
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1 and not dist.is_initialized():
         # NCCL between GPUs, gloo between CPU processes; the timeout turns a dead rank into an error, not a hang.
         dist.init_process_group("nccl" if args.cuda else "gloo", timeout=timedelta(seconds=args.dist_timeout))
-    if rank != 0:
+    if rank != 0:  # rank 0 alone prints, writes files and evaluates
         sys.stdout = open(os.devnull, "w")
         args = replace(args, save_model=False, eval_episodes=0, checkpoint_every=0, track=False)
     return args, rank, world_size, select_device(args.cuda, args.torch_threads, int(os.environ.get("LOCAL_RANK", 0)))
@@ -849,10 +845,9 @@ class NullWriter:
 
 
 def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: the same code, traced once into a graph whose small
-    operations are fused into fewer kernels. --cudagraphs adds the "reduce-overhead" mode, which records the kernels
-    of a call as a CUDA graph and replays it: one launch instead of hundreds (the GPU tests check that the policy's
-    noise still differs from replay to replay)."""
+    """fn itself, or with --compile fn through torch.compile: traced once into a graph whose small operations are
+    fused. --cudagraphs adds the "reduce-overhead" mode, which records a call's kernels as a CUDA graph and replays
+    it, one launch instead of hundreds (the GPU tests check that the policy's noise differs between replays)."""
     if not args.compile:
         return fn
     if not args.cudagraphs:
