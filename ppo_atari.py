@@ -406,8 +406,7 @@ def train(args: Args) -> dict:
             actions[step] = action
             raw_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
             rewards_np[step] = np.sign(reward) if args.clip_rewards else reward
-            # A lost life ends the bootstrap (the value of what follows is not counted),
-            # but not the game: the game's score keeps adding up for the statistics.
+            # A lost life ends the bootstrap (what follows is not counted) but not the game, whose score adds up.
             life_ended = (infos["lives"] < lives) & args.life_loss_ends_bootstrap
             lives = infos["lives"]
             dones_np[step] = terminations | truncations | life_ended
@@ -543,10 +542,7 @@ def play(agent: Agent, args: Args, episodes: int, seed: int, device, video_dir=N
         done, total, idle_frames = False, 0.0, 0
         while not done:
             obs = torch.as_tensor(np.asarray(raw_obs), device=device).unsqueeze(0)
-            if args.eval_greedy:
-                action = agent.greedy_action(obs)
-            else:
-                action, _, _ = agent.sample_action(obs, generator)
+            action = agent.greedy_action(obs) if args.eval_greedy else agent.sample_action(obs, generator)[0]
             raw_obs, reward, terminated, truncated, _ = env.step(int(action))
             total += float(reward)
             idle_frames = 0 if reward != 0 else idle_frames + args.frame_skip
