@@ -294,9 +294,8 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        # Frames travel and are stored as uint8 (4x smaller); they become [0, 1] floats here, on the device. With
-        # bf16 the convolutions and the 512-unit layer run in bfloat16 (autocast keeps their weights float32), and
-        # the features return to float32: the log-probabilities, ratios and losses are never rounded to 8 bits.
+        # Frames travel and are stored as uint8 (4x smaller) and become [0, 1] floats here, on the device. With bf16
+        # the layers below run in bfloat16 (autocast) and return float32: the heads, log-probs and losses stay float32.
         with torch.autocast(obs.device.type, torch.bfloat16, enabled=self.bf16):
             hidden = self.network(obs.float() / 255.0)
         return hidden.float()
@@ -305,8 +304,7 @@ class Agent(nn.Module):
         return self.critic(self.features(obs)).squeeze(-1)
 
     def sample_action(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None):
-        """Sample a ~ softmax(logits) by the Gumbel-max trick: argmax(logits + Gumbel noise); returns the action,
-        its log-probability and the value."""
+        """Gumbel-max sampling: a = argmax(logits + Gumbel noise) ~ softmax(logits); returns (a, log pi(a), V)."""
         hidden = self.features(obs)
         logits = self.actor(hidden)
         gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
@@ -382,8 +380,7 @@ def train(args: Args) -> dict:
     minibatch_loss = maybe_compile(ppo_loss, args)
     sample_action = maybe_compile(agent.sample_action, args)
 
-    # Env i of rank r is env r * num_envs + i of the whole run, seeded as in one process. A resumed run starts
-    # fresh games, seeded differently from the first start.
+    # Env i of rank r is env r * num_envs + i of the whole run; a resumed run starts fresh games, seeded anew.
     raw_obs, infos = envs.reset(seed=args.seed + rank * num_envs + (start_iteration - 1) * args.num_envs)
     next_obs = torch.as_tensor(raw_obs, device=device)
     lives = infos["lives"]
