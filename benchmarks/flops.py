@@ -7,8 +7,8 @@ the rest of their time go?
 For one minibatch step of each script's update, built from the script's own network and loss
 functions on a fixed random batch of the default size (ppo_atari.py: 256 frames, the Nature CNN,
 its clipped losses; sac.py: 256 transitions, the critic, actor and temperature steps;
-ppo_transformer.py: 256 windows of 16 on CartPole-v1 with its velocities hidden, with its two
-transformers and with one shared, and ppo_discrete.py's MLPs on the same 256 steps, the
+ppo_transformer.py: 256 windows of 16 on CartPole-v1 with its velocities hidden, through its two
+transformers, and ppo_discrete.py's MLPs on the same 256 steps, the
 transformer's speed comparison), it
 1. records every matrix multiplication and convolution the step runs, forward and backward,
    with their shapes, and counts their FLOPs (torch's own FlopCounterMode) and all the torch
@@ -78,12 +78,12 @@ def ppo_batch(n: int) -> tuple:
     return torch.randint(0, 2, (n,)), torch.randn(n) - 0.7, *torch.randn(3, n)
 
 
-def transformer_step(separate_critic: bool = True):
+def transformer_step():
     """One epoch of ppo_transformer.py's update with its defaults: one minibatch of 8 envs x 32
     steps, each step's window of K = 16 cut from the rollout, on CartPole-v1's two observations
-    left by --mask-velocity; with separate_critic=False, one transformer for policy and value."""
+    left by --mask-velocity."""
     transformer = load("ppo_transformer")
-    args = transformer.Args(separate_critic=separate_critic)
+    args = transformer.Args()
     torch.manual_seed(0)
     context_len, steps, envs = args.context_len, args.num_steps, args.num_envs
     history = torch.randn(context_len - 1 + steps, envs, 2)
@@ -257,7 +257,6 @@ def main() -> None:
         measure("ppo_atari.py minibatch", atari_step),
         measure("sac.py update", sac_step),
         measure("ppo_transformer.py epoch", transformer_step),
-        measure("the same, one shared transformer", lambda: transformer_step(False)),
         measure("ppo_discrete.py epoch", discrete_step),
     ]
     for r in results:
