@@ -2,7 +2,8 @@
 processes, the fault handling (a failing worker, Ctrl-C, a killed worker: a clear message, no
 orphan process, no hang), runs, checkpoints, clear errors, and that it learns with 2 workers
 (and does not when the gradients never reach the shared model). Every test that starts
-processes has a timeout."""
+processes has a timeout. Its GAE and file habits are checked with the PPO scripts'
+(tests/test_ppo_contract.py)."""
 
 import ast
 import importlib.util
@@ -13,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -21,41 +21,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import (
-    ROOT,
-    assert_scalars_match_recording,
-    cli_flags,
-    load_script,
-    read_scalars,
-    run_cli,
-)
+from helpers import ROOT, SCRIPTS, assert_scalars_match_recording, cli_flags, read_scalars, run_cli
 
-# Tests of the PPO contract that need only `sut.module`: the same GAE, the same file habits.
-from ppo_contract import (  # noqa: F401
-    test_gae_batch_with_episode_ends_in_the_middle,
-    test_gae_matches_seed_example,
-    test_importing_does_nothing,
-    test_interrupted_save_keeps_the_previous_file,
-)
-
-a3c = load_script("a3c")
+SCRIPT = SCRIPTS["a3c"]  # a run of a few seconds: 2 workers, rollouts of 2 envs x 4 steps
+a3c = SCRIPT.module
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def sut():
-    return SimpleNamespace(module=a3c)
-
-
-# A run of a few seconds: 2 workers, rollouts of 2 envs x 4 steps.
-TINY = dict(
-    num_workers=2, num_envs=2, num_steps=4, total_timesteps=400, hidden_size=16, eval_episodes=2, progress=False
-)
+TINY = SCRIPT.tiny
 ROLLOUT = TINY["num_envs"] * TINY["num_steps"]
-
-
-def tiny_args(tmp_path, **overrides) -> "a3c.Args":
-    return a3c.Args(**{**TINY, "runs_dir": str(tmp_path / "runs"), **overrides})
+tiny_args = SCRIPT.args
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import load_script
+from helpers import load_script
 
 bench = load_script("benchmarks/run")
 

@@ -1,6 +1,7 @@
-"""Tests of ppo_atari.py: the parts of the shared PPO contract that fit a pixel agent (on real
-Breakout, with short truncated games), plus the Atari bookkeeping and learning on a synthetic
-pixel game that stands in for the emulator."""
+"""Tests of ppo_atari.py beyond the parts of the shared PPO contract that fit a pixel agent
+(tests/test_ppo_contract.py, on real Breakout with short truncated games) and the --compile tests
+(tests/test_compile_contract.py): the Atari bookkeeping, learning on a synthetic pixel game that
+stands in for the emulator, and torchrun."""
 
 import os
 import signal
@@ -14,62 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from compile_contract import (  # noqa: F401
-    test_compiled_training_computes_what_the_eager_one_does,
-    test_cudagraphs_without_a_gpu_are_refused,
-    test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume,
-    test_gpu_cudagraph_replays_draw_new_noise,
-)
-from conftest import ROOT, TWO_SMALL_UPDATES, PPOScript, cli_flags, read_scalars, run_cli
-from ppo_contract import (  # noqa: F401  (the contract's tests that do not need the test/* envs)
-    test_a_longer_schedule_stops_training_partway_down,
-    test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise,
-    test_bad_input_is_refused_clearly,
-    test_cli_errors_are_one_line_without_traceback,
-    test_cli_run_matches_the_recorded_scalars_and_its_model_replays,
-    test_corrupt_or_foreign_files_are_refused,
-    test_cuda_without_a_gpu_is_refused,
-    test_every_update_starts_from_the_policy_that_acted,
-    test_gae_batch_with_episode_ends_in_the_middle,
-    test_gae_matches_seed_example,
-    test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu,
-    test_help_reads_like_a_manual,
-    test_importing_does_nothing,
-    test_interrupted_save_keeps_the_previous_file,
-    test_no_model_when_not_asked,
-    test_policy_loss_is_the_mean_over_the_batch,
-    test_policy_loss_matches_clipping_table,
-    test_resume_carries_on_where_the_checkpoint_left_off,
-    test_resume_restores_the_random_state,
-    test_same_seed_same_numbers,
-    test_tiny_run_logs_saves_and_evaluates,
-    test_value_loss_clipping_takes_the_worse_error,
-    test_wrong_action_space_names_the_right_script,
-)
+from helpers import ROOT, SCRIPTS, cli_flags, read_scalars, run_cli
 
-
-def sampler(device: torch.device) -> tuple:
-    """The acting pass of an agent (a sampled action) and a stack of frames for it."""
-    agent = atari.Agent(frame_stack=4, n_actions=4).to(device)
-    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, device=device)
-    return (lambda obs: agent.sample_action(obs)[0]), frames
-
-
-SCRIPT = PPOScript(
-    name="ppo_atari",
-    env_id="BreakoutNoFrameskip-v4",
-    # Games cut at 400 frames (100 agent steps), so that two updates of 64 steps finish some.
-    tiny={**TWO_SMALL_UPDATES, "max_episode_frames": 400, "torch_threads": 1},
-    wrong_env_id="CartPole-v1",
-    wrong_env_message="is not an Atari game; use ppo_discrete.py",
-    sampler=sampler,
-)
+SCRIPT = SCRIPTS["ppo_atari"]
 atari = SCRIPT.module
-
-
-@pytest.fixture
-def sut():
-    return SCRIPT
 
 
 def test_bf16_rounds_the_convolutions_only(tmp_path):

@@ -1,63 +1,15 @@
-"""Tests of ppo_continuous.py: the shared PPO contract (tests/ppo_contract.py) with Pendulum-v1,
-plus what only the Gaussian policy has: its log-probability, the tanh squash, action clipping."""
+"""Tests of ppo_continuous.py beyond the shared PPO contract (tests/test_ppo_contract.py, with
+Pendulum-v1) and the --compile tests (tests/test_compile_contract.py): what only the Gaussian
+policy has: its log-probability, the tanh squash, action clipping."""
 
 import numpy as np
 import pytest
 import torch
 
-from compile_contract import (  # noqa: F401
-    test_compiled_training_computes_what_the_eager_one_does,
-    test_cudagraphs_without_a_gpu_are_refused,
-    test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume,
-    test_gpu_cudagraph_replays_draw_new_noise,
-)
-from conftest import PPOScript
-from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
+from helpers import SCRIPTS
 
-
-def sampler(device: torch.device) -> tuple:
-    """The acting pass of a small agent (a sampled action) and an observation for it."""
-    agent = ppo.Agent(3, 1, ppo.Args(hidden_size=16)).to(device)
-    return agent.sample_action, torch.zeros(4, 3, device=device)
-
-
-SCRIPT = PPOScript(
-    name="ppo_continuous",
-    env_id="Pendulum-v1",
-    # 2 updates of 2 envs x 128 steps: each env finishes one 200-step Pendulum episode.
-    tiny=dict(
-        total_timesteps=512,
-        num_envs=2,
-        num_steps=128,
-        num_minibatches=2,
-        update_epochs=2,
-        eval_episodes=2,
-    ),
-    recorded_flags=("--clip-vloss",),
-    test_env_suffix="Box",
-    wrong_env_id="CartPole-v1",
-    wrong_env_message="use ppo_discrete.py",
-    # The Pendulum preset of the README, 65k steps: about 35 s here. Random play scores about -1200.
-    learn=dict(
-        env_id="Pendulum-v1",
-        total_timesteps=65_536,
-        num_envs=4,
-        num_steps=1024,
-        num_minibatches=16,
-        gamma=0.9,
-        learning_rate=1e-3,
-        init_log_std=0.0,
-    ),
-    learned_at_least=-600.0,
-    broken_at_most=-900.0,
-    sampler=sampler,
-)
+SCRIPT = SCRIPTS["ppo_continuous"]
 ppo = SCRIPT.module
-
-
-@pytest.fixture
-def sut():
-    return SCRIPT
 
 
 def test_a_network_without_width_is_refused(tmp_path):

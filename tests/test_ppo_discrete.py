@@ -1,30 +1,12 @@
-"""Tests of ppo_discrete.py: the shared PPO contract (tests/ppo_contract.py) with CartPole-v1,
-plus what only the categorical policy has."""
+"""Tests of ppo_discrete.py beyond the shared PPO contract (tests/test_ppo_contract.py, with
+CartPole-v1): what only the categorical policy has."""
 
 import pytest
 import torch
 
-from conftest import TWO_SMALL_UPDATES, PPOScript
-from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
+from helpers import SCRIPTS
 
-SCRIPT = PPOScript(
-    name="ppo_discrete",
-    env_id="CartPole-v1",
-    tiny=TWO_SMALL_UPDATES,
-    recorded_flags=("--norm-obs", "--norm-reward", "--clip-vloss"),
-    test_env_suffix="",
-    wrong_env_id="Pendulum-v1",
-    wrong_env_message="use ppo_continuous.py",
-    # Defaults, 40k steps: about 15 s here. A uniformly random policy scores about 22.
-    learn=dict(total_timesteps=40_960),
-    learned_at_least=150.0,
-    broken_at_most=60.0,
-)
-
-
-@pytest.fixture
-def sut():
-    return SCRIPT
+SCRIPT = SCRIPTS["ppo_discrete"]
 
 
 def test_a_network_without_width_is_refused(tmp_path):

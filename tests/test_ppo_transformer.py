@@ -1,70 +1,18 @@
-"""Tests of ppo_transformer.py: the shared PPO contract (tests/ppo_contract.py) with CartPole-v1,
-learning with its velocities hidden, plus what memory adds: the attention mask, the episode
+"""Tests of ppo_transformer.py beyond the shared PPO contract (tests/test_ppo_contract.py, with
+CartPole-v1, learning with its velocities hidden) and the --compile tests
+(tests/test_compile_contract.py): what memory adds: the attention mask, the episode
 windows of the rollout, of the bootstrap and of evaluation, and a memoryless agent that fails."""
 
 import dataclasses
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from compile_contract import (  # noqa: F401
-    test_compiled_training_computes_what_the_eager_one_does,
-    test_cudagraphs_without_a_gpu_are_refused,
-    test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume,
-    test_gpu_cudagraph_replays_draw_new_noise,
-)
-from conftest import TWO_SMALL_UPDATES, ConstantRewardEnv, PPOScript, run_cli
-from ppo_contract import *  # noqa: F403  (the tests every PPO script must pass)
-from ppo_contract import learning_score
+from helpers import SCRIPTS, learning_score, run_cli
 
-# That the learning threshold is out of reach of an agent that cannot do the task is shown here
-# by the memoryless agent (test_memoryless_agent_does_not_learn_with_hidden_velocities), not by
-# the contract's flipped policy gradient: the suite has no half minute to spare for both.
-del test_flipped_policy_gradient_does_not_learn  # noqa: F821
-
-
-def sampler(device: torch.device) -> tuple:
-    """The acting pass of a small agent (a sampled action) and an observation for it."""
-    agent = ppo.Agent(3, 2, ppo.Args(context_len=4, embed_dim=16, num_heads=2)).to(device)
-    return agent.sample_action, torch.zeros(4, 3, device=device)
-
-
-SCRIPT = PPOScript(
-    name="ppo_transformer",
-    env_id="CartPole-v1",
-    tiny=TWO_SMALL_UPDATES,
-    recorded_flags=("--norm-reward", "--clip-vloss"),
-    test_env_suffix="",
-    wrong_env_id="Pendulum-v1",
-    wrong_env_message="use ppo_continuous.py",
-    # CartPole-v1 with its velocities hidden, 33k steps, with larger updates than the defaults'
-    # (twice the learning rate, no KL limit), which learn faster here and collapse in long runs:
-    # 500 here (a uniformly random policy scores about 22). The same budget without memory (test
-    # below) stays under 60.
-    learn=dict(mask_velocity=True, total_timesteps=32_768, learning_rate=2e-3, target_kl=None),
-    learned_at_least=150.0,
-    broken_at_most=60.0,
-    sampler=sampler,
-)
+SCRIPT = SCRIPTS["ppo_transformer"]
 ppo = SCRIPT.module
-
-# Discrete-action envs that observe the step count of their episode (0 after reset), so that a
-# window's content says exactly which steps it holds. Episodes of 5 steps.
-for _end, _kwargs in (("Terminate", {}), ("Truncate", {"max_episode_steps": 5})):
-    if f"test/Counter{_end}-v0" not in gym.registry:
-        gym.register(
-            f"test/Counter{_end}-v0",
-            ConstantRewardEnv,
-            kwargs={"reward": 0.0, "observe_step": True, "terminate": _end == "Terminate"},
-            **_kwargs,
-        )
-
-
-@pytest.fixture
-def sut():
-    return SCRIPT
 
 
 def small_agent(**overrides) -> "ppo.Agent":

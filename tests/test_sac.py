@@ -1,62 +1,26 @@
 """Tests of sac.py: its math against hand numbers and numeric checks, the replay buffer, its CLI,
-checkpoints, clear errors, and that it learns (and stops learning when the critic is broken)."""
+checkpoints, clear errors, and that it learns (and stops learning when the critic is broken).
+Its file habits, GPU resume and --compile are checked with the PPO scripts'
+(tests/test_ppo_contract.py, tests/test_compile_contract.py)."""
 
 import ast
 import os
 import re
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from compile_contract import (  # noqa: F401
-    test_compiled_training_computes_what_the_eager_one_does,
-    test_cudagraphs_without_a_gpu_are_refused,
-    test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume,
-    test_gpu_cudagraph_replays_draw_new_noise,
-)
-from conftest import (
-    ConstantRewardEnv,
-    assert_scalars_match_recording,
-    load_script,
-    read_scalars,
-    run_cli,
-)
+from helpers import SCRIPTS, ConstantRewardEnv, assert_scalars_match_recording, read_scalars, run_cli
 
-# Tests of the PPO contract that need nothing of PPO, only `sut.module`, `sut.name` and
-# `sut.args`: they run for sac.py too.
-from ppo_contract import (  # noqa: F401
-    test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu,
-    test_importing_does_nothing,
-    test_interrupted_save_keeps_the_previous_file,
-)
-
-sac = load_script("sac")
-
-
-# A run that takes a few seconds: 100 random steps, then 200 updates of small networks.
-TINY = dict(total_timesteps=300, learning_starts=100, batch_size=32, hidden_size=16, eval_episodes=2, progress=False)
-
-
-def tiny_args(tmp_path, **overrides) -> "sac.Args":
-    return sac.Args(**{**TINY, "runs_dir": str(tmp_path / "runs"), **overrides})
-
-
-def sampler(device: torch.device) -> tuple:
-    """The acting pass of a small actor (a sampled action) and an observation for it."""
-    actor = sac.Actor(3, -np.ones(1), np.ones(1), hidden_size=16).to(device)
-    return (lambda obs: actor.get_action(obs)[0]), torch.zeros(4, 3, device=device)
-
-
-@pytest.fixture
-def sut():
-    return SimpleNamespace(module=sac, name="sac", args=tiny_args, sampler=sampler)
+SCRIPT = SCRIPTS["sac"]  # a run that takes a few seconds: 100 random steps, then 200 updates of small networks
+sac = SCRIPT.module
+tiny_args = SCRIPT.args
 
 
 # ---------------------------------------------------------------------------------------------
-# An env whose Box actions have no bounds (the others are in conftest)
+# An env whose Box actions have no bounds (the others are in tests/helpers.py)
 # ---------------------------------------------------------------------------------------------
 class UnboundedActionEnv(ConstantRewardEnv):
     def __init__(self):

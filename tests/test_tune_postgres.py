@@ -17,7 +17,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import ROOT, load_script
+from helpers import ROOT, load_script
 
 PASSWORD = "secret"
 

@@ -1,7 +1,5 @@
-"""The tests of --compile and --cudagraphs, written once for the scripts that offer them (sac.py,
-ppo_continuous.py, ppo_atari.py, ppo_transformer.py). Each of their test files imports these by
-name; they need `sut.module`, `sut.name` and `sut.args(tmp_path, **overrides)`, a run of a few
-seconds.
+"""The tests of --compile and --cudagraphs, written once and run for each script that offers them
+(helpers.for_scripts("compile"): ppo_continuous.py, ppo_atari.py, ppo_transformer.py, sac.py).
 """
 
 import pytest
@@ -9,7 +7,7 @@ import torch
 import torch._dynamo
 import torch._inductor.config
 
-from conftest import read_scalars
+from helpers import for_scripts, read_scalars
 
 
 def tensors_of(saved) -> dict:
@@ -21,6 +19,7 @@ def tensors_of(saved) -> dict:
     return {}
 
 
+@for_scripts("compile")
 def test_compiled_training_computes_what_the_eager_one_does(sut, tmp_path):
     # --compile runs the same functions through torch.compile. With fallback_random the compiled
     # code draws torch's own random numbers, in the eager order, so a short run must end with
@@ -47,6 +46,7 @@ def test_compiled_training_computes_what_the_eager_one_does(sut, tmp_path):
 
 
 @pytest.mark.parametrize("overrides", [dict(cudagraphs=True), dict(cudagraphs=True, compile=True)])
+@for_scripts("compile")
 def test_cudagraphs_without_a_gpu_are_refused(sut, tmp_path, overrides):
     with pytest.raises(sut.module.ConfigError, match="--cudagraphs needs --compile and --cuda"):
         sut.module.train(sut.args(tmp_path, **overrides))
@@ -54,6 +54,7 @@ def test_cudagraphs_without_a_gpu_are_refused(sut, tmp_path, overrides):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@for_scripts("compile")
 def test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume(sut, tmp_path):
     # On a GPU the compiled code draws its own random numbers (no fallback_random): the runs
     # cannot match number for number, but every mode must train to finite weights of the eager
@@ -81,6 +82,7 @@ def test_gpu_compiled_and_cudagraphed_runs_stay_near_eager_and_resume(sut, tmp_p
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@for_scripts("compile")
 def test_gpu_cudagraph_replays_draw_new_noise(sut, tmp_path):
     # A CUDA graph replays recorded kernels; if the random numbers were recorded with them, every
     # replay would sample the same action and the policy's spread would collapse unseen.

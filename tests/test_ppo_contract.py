@@ -1,9 +1,7 @@
-"""The tests every PPO script must pass, written once.
-
-Each tests/test_ppo_*.py defines a `sut` fixture returning its conftest.PPOScript and imports
-these tests with `from ppo_contract import *`, so pytest runs them once per script, under that
-script's test file. Script-specific tests (the action distribution, learning budgets) live in
-the script's own test file.
+"""The tests every PPO script must pass, written once and run for each script that has what a
+test needs (helpers.for_scripts): test_learns[ppo_discrete], test_learns[ppo_continuous], ...
+A few of them (the GAE, the file habits, a GPU resume) run for a3c.py and sac.py too.
+Script-specific tests (the action distribution, learning budgets) live in the script's own file.
 """
 
 import ast
@@ -16,12 +14,21 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_scalars_match_recording, cli_flags, read_scalars, run_cli
+from helpers import (
+    assert_scalars_match_recording,
+    cli_flags,
+    for_scripts,
+    learning_score,
+    read_scalars,
+    run_cli,
+    scripts_with,
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # The math
 # ---------------------------------------------------------------------------------------------
+@for_scripts("gae")
 def test_gae_matches_seed_example(sut):
     # Seed 002: gamma = lambda = 0.9, three rewards of 1, values 0.5, V(s_3) = 0.
     advantages = sut.module.compute_gae(
@@ -50,6 +57,7 @@ def gae_by_sums(rewards, values, dones, last_value, gamma, lam):
     return advantages
 
 
+@for_scripts("gae")
 def test_gae_batch_with_episode_ends_in_the_middle(sut):
     rng = np.random.default_rng(0)
     T, N = 7, 3
@@ -83,17 +91,20 @@ def test_gae_batch_with_episode_ends_in_the_middle(sut):
         (-1, 1.5, -1.5),
     ],
 )
+@for_scripts("ppo")
 def test_policy_loss_matches_clipping_table(sut, advantage, ratio, objective):
     loss = sut.module.policy_loss(torch.tensor([ratio]), torch.tensor([float(advantage)]), clip_coef=0.2)
     assert loss.item() == pytest.approx(-objective)
 
 
+@for_scripts("ppo")
 def test_policy_loss_is_the_mean_over_the_batch(sut):
     ratio = torch.tensor([0.5, 1.5, 1.5])
     advantages = torch.tensor([1.0, 1.0, -1.0])
     assert sut.module.policy_loss(ratio, advantages, 0.2).item() == pytest.approx(-(0.5 + 1.2 - 1.5) / 3)
 
 
+@for_scripts("ppo")
 def test_value_loss_clipping_takes_the_worse_error(sut):
     new, old, target = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([3.0])
     assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=False).item() == pytest.approx(0.5 * 1.0)
@@ -101,11 +112,13 @@ def test_value_loss_clipping_takes_the_worse_error(sut):
     assert sut.module.value_loss(new, old, target, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * 2.8**2)
 
 
+@for_scripts("ppo")
 def test_approx_kl_is_zero_for_equal_policies_and_positive_otherwise(sut):
     assert sut.module.approx_kl(torch.ones(5)).item() == 0.0
     assert sut.module.approx_kl(torch.tensor([0.5, 2.0])).item() > 0.0
 
 
+@for_scripts("ppo", "gym_envs")
 def test_running_mean_std_matches_numpy_over_chunks(sut):
     rng = np.random.default_rng(1)
     data = rng.normal(3.0, 2.0, size=(1000, 4))
@@ -141,6 +154,7 @@ def learned_value(sut, tmp_path, end: str) -> float:
     return agent.get_value(torch.zeros(1, 1)).item()
 
 
+@for_scripts("ppo", "gym_envs")
 def test_time_limit_is_bootstrapped_and_termination_is_not(sut, tmp_path):
     # Reward 1 per step, episodes of 5 steps, gamma 0.9. Cut by a time limit, the true value is
     # 1 / (1 - 0.9) = 10; after a real termination it is between 1 and 4.1 (2.6 on average). An
@@ -152,6 +166,7 @@ def test_time_limit_is_bootstrapped_and_termination_is_not(sut, tmp_path):
 
 
 @pytest.mark.parametrize("end", ["Terminate", "Truncate"])
+@for_scripts("ppo", "gym_envs")
 def test_reward_scaling_restarts_the_return_at_every_episode_end(sut, tmp_path, end):
     # Reward 1, episodes of 5 steps, gamma 0.9: each env's discounted return runs 1, 1.9, 2.71,
     # 3.439, 4.0951 and starts again, whether the episode terminated or hit its time limit.
@@ -167,6 +182,7 @@ def test_reward_scaling_restarts_the_return_at_every_episode_end(sut, tmp_path, 
 # ---------------------------------------------------------------------------------------------
 # Runs, logs, models, evaluation
 # ---------------------------------------------------------------------------------------------
+@for_scripts("ppo")
 def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
     result = sut.module.train(sut.args(tmp_path))
     assert result["global_step"] == 2 * sut.batch
@@ -205,6 +221,7 @@ def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
     assert sut.module.evaluate(result["model_path"], episodes=3, seed=5) == returns
 
 
+@for_scripts("ppo")
 def test_every_update_starts_from_the_policy_that_acted(sut, tmp_path, monkeypatch):
     # With a learning rate of 0 the policy never changes, so every ratio pi_new / pi_old of every
     # minibatch must be 1: the update must see the inputs the policy acted on, with the
@@ -225,9 +242,8 @@ def test_every_update_starts_from_the_policy_that_acted(sut, tmp_path, monkeypat
         assert max(abs(v) for _, v in scalars[tag]) < 1e-6, tag
 
 
+@for_scripts("ppo", "lr_schedule")
 def test_a_longer_schedule_stops_training_partway_down(sut, tmp_path):
-    if not hasattr(sut.module.Args, "lr_schedule_steps"):
-        pytest.skip(f"{sut.name}.py has no --lr-schedule-steps")
     # The same 2 updates on a schedule of 8: the learning rate has decayed by 1/8 at the second.
     args = sut.args(tmp_path, lr_schedule_steps=8 * sut.batch, eval_episodes=0, save_model=False)
     result = sut.module.train(args)
@@ -235,6 +251,7 @@ def test_a_longer_schedule_stops_training_partway_down(sut, tmp_path):
     assert lrs == pytest.approx([args.learning_rate, args.learning_rate * 7 / 8])
 
 
+@for_scripts("ppo")
 def test_same_seed_same_numbers(sut, tmp_path):
     runs = [sut.module.train(sut.args(tmp_path / name, seed=seed)) for name, seed in (("a", 3), ("b", 3), ("c", 4))]
     assert runs[0]["episodic_returns"] == runs[1]["episodic_returns"]
@@ -244,32 +261,38 @@ def test_same_seed_same_numbers(sut, tmp_path):
     assert any(not torch.equal(weights[0][n], weights[2][n]) for n in weights[0])
 
 
+@for_scripts("ppo", "gym_envs")
 def test_dict_observations_are_flattened(sut, tmp_path):
     result = sut.module.train(sut.args(tmp_path, env_id=f"test/DictObs{sut.test_env_suffix}-v0"))
     assert result["global_step"] == 2 * sut.batch
     assert len(sut.module.evaluate(result["model_path"], episodes=1)) == 1
 
 
+@for_scripts("ppo", "gym_envs")
 def test_an_observation_that_cannot_be_flattened_is_named(sut, tmp_path):
     env_id = f"test/SequenceObs{sut.test_env_suffix}-v0"
     with pytest.raises(sut.module.ConfigError, match=r"space Dict\('items': Sequence.* cannot be flattened"):
         sut.module.train(sut.args(tmp_path, env_id=env_id))
 
 
+@for_scripts("ppo", "gym_envs")
 def test_env_from_a_users_module(sut, tmp_path):
-    # `module:EnvId` imports the module first, which registers the env (here: conftest).
-    env_id = f"conftest:test/DictObs{sut.test_env_suffix}-v0"
+    # `module:EnvId` imports the module first, where a user's module registers its envs (here:
+    # helpers, whose envs tests/conftest.py has registered already).
+    env_id = f"helpers:test/DictObs{sut.test_env_suffix}-v0"
     result = sut.module.train(sut.args(tmp_path, env_id=env_id, eval_episodes=0))
     assert result["global_step"] == 2 * sut.batch
-    assert os.path.basename(result["run_dir"]).startswith(f"conftest-test-DictObs{sut.test_env_suffix}-v0__")
+    assert os.path.basename(result["run_dir"]).startswith(f"helpers-test-DictObs{sut.test_env_suffix}-v0__")
 
 
+@for_scripts("ppo", "gym_envs")
 def test_capture_video_writes_videos(sut, tmp_path):
     sut.module.train(sut.args(tmp_path, capture_video=True, eval_episodes=1))
     assert list((tmp_path / "runs").glob("*/videos/*.mp4"))
     assert list((tmp_path / "runs").glob("*/videos-eval/*.mp4"))
 
 
+@for_scripts("ppo", "gym_envs")
 def test_observation_statistics_are_saved_with_the_model(sut, tmp_path):
     result = sut.module.train(sut.args(tmp_path, norm_obs=True))
     saved = torch.load(result["model_path"], weights_only=True)["model"]
@@ -283,6 +306,7 @@ def test_observation_statistics_are_saved_with_the_model(sut, tmp_path):
     torch.testing.assert_close(agent.obs_rms.mean, saved["obs_rms.mean"])
 
 
+@for_scripts("ppo")
 def test_no_model_when_not_asked(sut, tmp_path):
     result = sut.module.train(sut.args(tmp_path, save_model=False, eval_episodes=0))
     assert result["model_path"] is None
@@ -292,6 +316,7 @@ def test_no_model_when_not_asked(sut, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and resume
 # ---------------------------------------------------------------------------------------------
+@for_scripts("ppo")
 def test_resume_carries_on_where_the_checkpoint_left_off(sut, tmp_path, monkeypatch):
     # 6 updates, a checkpoint every 3; keep a copy of the first one, as a run killed between the
     # two checkpoints would have left it.
@@ -344,6 +369,7 @@ def resume_twice_as_saved_and_once_changed(sut, first: dict, tmp_path, rng: str,
     return runs
 
 
+@for_scripts("ppo")
 def test_resume_restores_the_random_state(sut, tmp_path):
     first = sut.module.train(
         sut.args(tmp_path / "a", total_timesteps=sut.batch, checkpoint_every=sut.batch, eval_episodes=0)
@@ -356,6 +382,7 @@ def test_resume_restores_the_random_state(sut, tmp_path):
     assert any(not torch.equal(weights[0][n], weights[2][n]) for n in weights[0])
 
 
+@for_scripts("file_habits")
 def test_interrupted_save_keeps_the_previous_file(sut, tmp_path, monkeypatch):
     path = str(tmp_path / "checkpoint.pt")
     sut.module.save_atomic({"global_step": 1}, path)
@@ -374,54 +401,61 @@ def test_interrupted_save_keeps_the_previous_file(sut, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # Clear errors: one line, non-zero exit, no traceback
 # ---------------------------------------------------------------------------------------------
+BAD_INPUT = [
+    (dict(env_id="NoSuchEnv-v0"), "unknown environment id 'NoSuchEnv-v0'"),
+    (dict(env_id="no_such_module:Env-v0"), "unknown environment id"),
+    (dict(total_timesteps=0), "--total-timesteps must be positive"),
+    (dict(total_timesteps=-5), "--total-timesteps must be positive"),
+    (dict(num_envs=3, num_steps=5, num_minibatches=4), "does not divide into 4 minibatches"),
+    (dict(total_timesteps=100), "less than one batch"),
+    (dict(resume="missing/checkpoint.pt"), "no such file: missing/checkpoint.pt"),
+    # Every knob with a meaningful range: refused before anything runs.
+    (dict(num_envs=0), "--num-envs must be positive, got 0"),
+    (dict(num_steps=-1), "--num-steps must be positive"),
+    (dict(update_epochs=0), "--update-epochs must be positive"),
+    (dict(learning_rate=-1.0), "--learning-rate must be 0 or more, got -1.0"),
+    (dict(gamma=1.5), "--gamma must be between 0 and 1, got 1.5"),
+    (dict(gae_lambda=2.0), "--gae-lambda must be between 0 and 1"),
+    (dict(gae_lambda=float("nan")), "--gae-lambda must be between 0 and 1"),
+    (dict(clip_coef=-0.2), "--clip-coef must be positive"),
+    (dict(ent_coef=-0.01), "--ent-coef must be 0 or more"),
+    (dict(vf_coef=-1.0), "--vf-coef must be 0 or more"),
+    (dict(max_grad_norm=0.0), "--max-grad-norm must be positive"),
+    (dict(target_kl=0.0), "--target-kl must be positive"),
+    (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
+    (dict(checkpoint_every=-5), "--checkpoint-every must be 0 or more"),
+    (dict(lr_schedule_steps=100), "--lr-schedule-steps must be 0 or at least --total-timesteps"),
+    (dict(torch_threads=-1), "--torch-threads must be"),  # 0 means "all cores" in ppo_atari.py
+    (dict(seed=-1), "--seed must be between 0 and 2\\*\\*32 - 1, got -1"),
+    (dict(seed=2**32), "--seed must be between 0 and 2\\*\\*32 - 1"),
+    # /dev/null is no folder, even for root: the run's folder cannot be made under it.
+    (dict(runs_dir="/dev/null/runs"), "cannot create the run folder under /dev/null/runs"),
+]
+
+
+# Each script with each case, but --lr-schedule-steps only where the script has it.
 @pytest.mark.parametrize(
-    "overrides, message",
+    "sut, overrides, message",
     [
-        (dict(env_id="NoSuchEnv-v0"), "unknown environment id 'NoSuchEnv-v0'"),
-        (dict(env_id="no_such_module:Env-v0"), "unknown environment id"),
-        (dict(total_timesteps=0), "--total-timesteps must be positive"),
-        (dict(total_timesteps=-5), "--total-timesteps must be positive"),
-        (dict(num_envs=3, num_steps=5, num_minibatches=4), "does not divide into 4 minibatches"),
-        (dict(total_timesteps=100), "less than one batch"),
-        (dict(resume="missing/checkpoint.pt"), "no such file: missing/checkpoint.pt"),
-        # Every knob with a meaningful range: refused before anything runs.
-        (dict(num_envs=0), "--num-envs must be positive, got 0"),
-        (dict(num_steps=-1), "--num-steps must be positive"),
-        (dict(update_epochs=0), "--update-epochs must be positive"),
-        (dict(learning_rate=-1.0), "--learning-rate must be 0 or more, got -1.0"),
-        (dict(gamma=1.5), "--gamma must be between 0 and 1, got 1.5"),
-        (dict(gae_lambda=2.0), "--gae-lambda must be between 0 and 1"),
-        (dict(gae_lambda=float("nan")), "--gae-lambda must be between 0 and 1"),
-        (dict(clip_coef=-0.2), "--clip-coef must be positive"),
-        (dict(ent_coef=-0.01), "--ent-coef must be 0 or more"),
-        (dict(vf_coef=-1.0), "--vf-coef must be 0 or more"),
-        (dict(max_grad_norm=0.0), "--max-grad-norm must be positive"),
-        (dict(target_kl=0.0), "--target-kl must be positive"),
-        (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
-        (dict(checkpoint_every=-5), "--checkpoint-every must be 0 or more"),
-        (
-            dict(lr_schedule_steps=100),
-            "--lr-schedule-steps must be 0 or at least --total-timesteps",
-        ),
-        (dict(torch_threads=-1), "--torch-threads must be"),  # 0 means "all cores" in ppo_atari.py
-        (dict(seed=-1), "--seed must be between 0 and 2\\*\\*32 - 1, got -1"),
-        (dict(seed=2**32), "--seed must be between 0 and 2\\*\\*32 - 1"),
-        # /dev/null is no folder, even for root: the run's folder cannot be made under it.
-        (dict(runs_dir="/dev/null/runs"), "cannot create the run folder under /dev/null/runs"),
+        pytest.param(script, overrides, message, id=f"{script.name}-overrides{i}-{message}")
+        for script in scripts_with("ppo")
+        for i, (overrides, message) in enumerate(BAD_INPUT)
+        if "lr_schedule_steps" not in overrides or "lr_schedule" in script.features
     ],
+    indirect=["sut"],
 )
 def test_bad_input_is_refused_clearly(sut, tmp_path, overrides, message):
-    if "lr_schedule_steps" in overrides and not hasattr(sut.module.Args, "lr_schedule_steps"):
-        pytest.skip(f"{sut.name}.py has no --lr-schedule-steps")
     with pytest.raises(sut.module.ConfigError, match=message):
         sut.module.train(sut.args(tmp_path, **overrides))
 
 
+@for_scripts("ppo")
 def test_wrong_action_space_names_the_right_script(sut, tmp_path):
     with pytest.raises(sut.module.ConfigError, match=sut.wrong_env_message):
         sut.module.train(sut.args(tmp_path, env_id=sut.wrong_env_id))
 
 
+@for_scripts("ppo", "gym_envs")
 def test_missing_env_dependency_says_what_to_install(sut, tmp_path, monkeypatch):
     def make_without_mujoco(env_id, **kwargs):
         raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
@@ -432,12 +466,14 @@ def test_missing_env_dependency_says_what_to_install(sut, tmp_path, monkeypatch)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+@for_scripts("ppo")
 def test_cuda_without_a_gpu_is_refused(sut, tmp_path):
     with pytest.raises(sut.module.ConfigError, match="--cuda was given but torch finds no CUDA device"):
         sut.module.train(sut.args(tmp_path, cuda=True))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@for_scripts("cuda_resume")
 def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut, tmp_path):
     # --cuda end to end: the checkpoint holds the GPU's random state and a resume restores it
     # (two resumes from one checkpoint agree; one with another GPU state does not); the saved
@@ -470,6 +506,7 @@ def test_gpu_run_resumes_its_random_state_and_its_model_plays_without_a_gpu(sut,
     assert "over 1 episodes" in proc.stdout
 
 
+@for_scripts("ppo")
 def test_corrupt_or_foreign_files_are_refused(sut, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(os.urandom(256))
@@ -484,6 +521,7 @@ def test_corrupt_or_foreign_files_are_refused(sut, tmp_path):
 @pytest.mark.parametrize(
     "case", ["unknown env", "corrupt model", "wrong action space", "out of range", "no evaluation episodes"]
 )
+@for_scripts("ppo")
 def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
     (in_tmp / "garbage.pt").write_bytes(b"not a checkpoint")
     argv, message = {
@@ -503,6 +541,7 @@ def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
     assert len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0], proc.stderr
 
 
+@for_scripts("ppo")
 def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(sut, in_tmp):
     flags = [*cli_flags(sut.tiny), *sut.recorded_flags]
     proc = run_cli(f"{sut.name}.py", "--env-id", sut.env_id, *flags, "--eval-episodes", "1", cwd=in_tmp)
@@ -520,6 +559,7 @@ def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(sut, in_tmp)
     assert printed == sut.module.evaluate(str(model), episodes=2)
 
 
+@for_scripts("ppo")
 def test_help_reads_like_a_manual(sut, in_tmp):
     proc = run_cli(f"{sut.name}.py", "--help", cwd=in_tmp)
     assert proc.returncode == 0
@@ -534,6 +574,7 @@ def test_help_reads_like_a_manual(sut, in_tmp):
         assert text in proc.stdout, text
 
 
+@for_scripts("file_habits")
 def test_importing_does_nothing(sut, in_tmp):
     path = str(sut.module.__file__)
     code = (
@@ -548,26 +589,13 @@ def test_importing_does_nothing(sut, in_tmp):
 # ---------------------------------------------------------------------------------------------
 # Learning: the script learns, and the same budget with a broken update does not
 # ---------------------------------------------------------------------------------------------
-def learning_score(sut, tmp_path) -> float:
-    settings = {
-        "env_id": sut.env_id,
-        "progress": False,
-        "eval_episodes": 10,
-        "save_model": False,
-        **sut.learn,
-    }
-    args = sut.module.Args(**settings, runs_dir=str(tmp_path / "runs"))  # the script's defaults, not `tiny`
-    return float(np.mean(sut.module.train(args)["eval_returns"]))
-
-
+@for_scripts("learns")
 def test_learns(sut, tmp_path):
     assert learning_score(sut, tmp_path) >= sut.learned_at_least
 
 
+@for_scripts("flipped_gradient")
 def test_flipped_policy_gradient_does_not_learn(sut, tmp_path, monkeypatch):
     original = sut.module.policy_loss
     monkeypatch.setattr(sut.module, "policy_loss", lambda ratio, adv, clip: original(ratio, -adv, clip))
     assert learning_score(sut, tmp_path) < sut.broken_at_most
-
-
-__all__ = [name for name in dir() if name.startswith("test_")]
