@@ -530,19 +530,17 @@ def validate(args: Args) -> None:
             "--cuda is not supported: A3C's workers are CPU processes that share one model in CPU memory (Hogwild), "
             "by design; run without --cuda (for a GPU, use the ppo_*.py scripts)"
         )
-    checks = [
-        (lambda x: x > 0, "must be positive", ["total_timesteps", "num_workers", "num_envs", "num_steps", "log_every"]),
-        (lambda x: x > 0, "must be positive", ["max_grad_norm", "reward_scale", "hidden_size", "torch_threads"]),
-        (lambda x: x >= 0, "must be 0 or more", ["learning_rate", "ent_coef", "vf_coef", "eval_episodes"]),
-        (lambda x: x >= 0, "must be 0 or more", ["checkpoint_every"]),
-        (lambda x: 0 <= x <= 1, "must be between 0 and 1", ["gamma", "gae_lambda"]),
-        # numpy seeds with 32 bits.
-        (lambda x: 0 <= x < 2**32, "must be between 0 and 2**32 - 1", ["seed", "eval_seed"]),
+    rules = [
+        ("must be positive", lambda x: x > 0, "total_timesteps num_workers num_envs num_steps log_every"),
+        ("must be positive", lambda x: x > 0, "max_grad_norm reward_scale hidden_size torch_threads"),
+        ("must be 0 or more", lambda x: x >= 0, "learning_rate ent_coef vf_coef eval_episodes checkpoint_every"),
+        ("must be between 0 and 1", lambda x: 0 <= x <= 1, "gamma gae_lambda"),
+        ("must be between 0 and 2**32 - 1", lambda x: 0 <= x < 2**32, "seed eval_seed"),  # numpy's seeds: 32 bits
     ]
-    for holds, requirement, names in checks:
-        for name in names:
+    for requirement, holds, names in rules:
+        for name in names.split():
             value = getattr(args, name)
-            if value is not None and not holds(value):
+            if value is not None and not holds(value):  # None: the optional eval_seed
                 raise ConfigError(f"{flag(name)} {requirement}, got {value}")
     if args.eval_only is not None and not args.eval_episodes > 0:
         raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
@@ -593,8 +591,7 @@ def seed_everything(seed: int) -> None:
 
 
 def worker_seeds(seed: int, start_step: int, num_workers: int) -> list:
-    """One seed per worker from the run's seed and the step the workers start at (a resumed run plays new episodes),
-    by numpy's SeedSequence: no two workers, and no worker of another seed, share a random stream."""
+    """numpy's SeedSequence: no two workers, and no worker of another seed or start step, share a random stream."""
     return [int(s) for s in np.random.SeedSequence([seed, start_step]).generate_state(num_workers)]
 
 
@@ -644,8 +641,7 @@ def load_settings(args: Args) -> tuple:
 
 
 def restore(args: Args, checkpoint: Optional[dict], agent: Agent) -> tuple:
-    """Load a checkpoint's weights; returns (global_step, the optimizer's saved state), which are (0, None) for a
-    new run. The optimizer's state is loaded by make_shared_optimizer, which puts it in shared memory."""
+    """Load a checkpoint's weights; returns (global_step, optimizer state for make_shared_optimizer) or (0, None)."""
     if checkpoint is None:
         return 0, None
     agent.load_state_dict(checkpoint["model"])
@@ -668,16 +664,14 @@ def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
-    """Rebuild the Agent of a model.pt for env_id (default: the one it was trained on).
-    Returns (agent, saved Args, env_id, device)."""
+    """Rebuild the Agent of a model.pt for env_id (default: its own). Returns (agent, saved Args, env_id, device)."""
     data = load_file(model_path, ("model", "args"))
     saved = Args(**data["args"])
     env_id = env_id or saved.env_id
     check_env(env_id)
     device = select_device(cuda, saved.torch_threads)
     env = make_env(env_id, 0, False, "")()
-    obs_dim = int(np.prod(env.observation_space.shape))
-    agent = Agent(obs_dim, env.action_space, saved).to(device)
+    agent = Agent(int(np.prod(env.observation_space.shape)), env.action_space, saved).to(device)
     env.close()
     try:
         agent.load_state_dict(data["model"])
@@ -745,20 +739,17 @@ def make_shared_optimizer(agent: Agent, args: Args, state: Optional[dict] = None
         optimizer.load_state_dict(state)
     for param in agent.parameters():
         param_state = optimizer.state[param]
-        if not param_state:
-            param_state["step"] = torch.zeros(())
-            for name in statistics:
-                param_state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        if not param_state:  # a new run
+            param_state.update(step=torch.zeros(()), **{name: torch.zeros_like(param) for name in statistics})
         for tensor in param_state.values():
             tensor.share_memory_()
     return optimizer
 
 
 def supervise(writer: SummaryWriter, args: Args, *worker_args) -> dict:
-    """The main process: start the workers and let them go together once all are ready (the clock measures training,
-    not start-up), log what they report, write checkpoints, and stop them all when one fails or on Ctrl-C, keeping
-    the logs written so far. torch's spawn, not fork: each worker is a fresh interpreter that imports this file
-    (found through the sys.path it inherits) and receives the shared tensors; fork would copy our threads and locks."""
+    """The main process, as train() says; the workers start together once all are ready (the clock measures training,
+    not start-up). torch's spawn, not fork: each worker is a fresh interpreter that imports this file (found through
+    the sys.path it inherits) and receives the shared tensors; fork would copy our threads and locks."""
     _, _, run_dir, agent, optimizer, counter, start, messages = worker_args
     if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
         sys.path.append(os.path.dirname(os.path.abspath(__file__)))
@@ -829,8 +820,7 @@ def supervise(writer: SummaryWriter, args: Args, *worker_args) -> dict:
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model. A ConfigError is printed as one line
-    with exit code 2; a failed worker as its traceback and one line, exit code 1; Ctrl-C as one line, exit code 130."""
+    """The command line: train, or with --eval-only evaluate a model.pt; a failure ends in one line and an exit code."""
     args = tyro.cli(Args)
     try:
         if args.eval_only is None:
