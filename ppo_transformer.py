@@ -7,10 +7,9 @@ minibatch gradient steps on a clipped surrogate objective that keeps the new pol
 The agent is ppo_discrete.py's with memory: at every step the policy and the value each read the last K observations
 of the current episode (--context-len) through a small causal transformer of their own, with pre-norm blocks (Vaswani
 et al. 2017, https://arxiv.org/abs/1706.03762). Slots of the window before the episode start are masked, never filled
-with the previous episode's frames, so a window remembers the episode's last K observations and nothing older. Each
-stored step carries its own window (cut from the rollout in one strided view), so minibatches may shuffle steps
-exactly as in ppo_discrete.py. The value's loss never moves the policy's transformer, and the two networks' gradients
-are clipped apart, so that a large value gradient never shrinks the policy's step.
+with the previous episode's frames. Each stored step carries its own window (cut from the rollout in one strided view),
+so minibatches may shuffle steps exactly as in ppo_discrete.py. The value's loss never moves the policy's transformer,
+and the two networks' gradients are clipped apart, so that a large value gradient never shrinks the policy's step.
 
 --mask-velocity hides the velocities (CartPole-v1 keeps the cart position and the pole angle): the agent must infer
 speed from positions over time, which a memoryless agent (--context-len 1) cannot do for long.
@@ -258,12 +257,9 @@ def episode_windows(history: torch.Tensor, episode_starts: torch.Tensor, context
     previous rollout, then this rollout's T, so that step t's own observation is row t + K - 1 and its window is rows
     t .. t + K - 1. episode_starts [T, N]: the row where step t's episode began. Returns windows [T, N, K, D] and masks
     [T, N, K], where mask = row >= episode start: False for the slots of an earlier episode (or before the first)."""
-    num_steps = history.shape[0] - context_len + 1
     windows = history.unfold(0, context_len, 1).transpose(-1, -2)  # [T, N, K, D]
-    device = history.device
-    rows = torch.arange(num_steps, device=device)[:, None] + torch.arange(context_len, device=device)
-    masks = rows[:, None, :] >= episode_starts[:, :, None]
-    return windows, masks
+    rows = torch.arange(len(windows), device=history.device)[:, None] + torch.arange(context_len, device=history.device)
+    return windows, rows[:, None, :] >= episode_starts[:, :, None]
 
 
 def following_windows(history, steps, env_ids, following_obs, episode_starts, context_len: int) -> tuple:
@@ -367,8 +363,7 @@ class Block(nn.Module):
 
 
 class WindowEncoder(nn.Module):
-    """A causal transformer over the window of the episode's last K (normalized) observations; returns the features of
-    the current step, its last slot."""
+    """A causal transformer over the window of the episode's last K (normalized) observations."""
 
     def __init__(self, obs_dim: int, args: Args):
         super().__init__()
@@ -388,8 +383,7 @@ class WindowEncoder(nn.Module):
         length = windows.shape[1]
         x = self.embed(windows) + self.position[-length:]
         if self.position_from_start is not None:
-            # Slot j's index among the window's slots of the current episode (masked slots get 0 and are never
-            # attended).
+            # Slot j's index among the window's slots of the current episode (masked slots get 0, never attended).
             since_start = (masks.long().cumsum(-1) - 1).clamp_min(0)
             x = x + self.position_from_start[since_start]
         allowed = attention_mask(masks)
@@ -399,9 +393,8 @@ class WindowEncoder(nn.Module):
 
 
 class Agent(nn.Module):
-    """Two causal transformers read the window of the episode's last K observations: linear heads on their outputs for
-    the current step give the logits of a categorical policy and the value. The value has a transformer of its own, so
-    that its loss's gradient never moves the policy's (as RL Zoo's RecurrentPPO gives its critic an LSTM of its own)."""
+    """Two causal transformers, the policy's and the value's (as RL Zoo's RecurrentPPO gives its critic an LSTM of its
+    own), read the window: linear heads on the current step's features give the logits of a categorical policy and V."""
 
     def __init__(self, obs_dim: int, n_actions: int, args: Args):
         super().__init__()
@@ -426,8 +419,7 @@ class Agent(nn.Module):
         return (windows if self.obs_rms is None else self.obs_rms(windows)), masks
 
     def encode(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None, critic: bool = False) -> tuple:
-        """The features of the current step [B, dim] and the last block's attention weights of the current step
-        [B, heads, L], for the policy or (critic=True) the value; windows and masks as in `inputs`."""
+        """WindowEncoder's output for the policy or (critic=True) the value; windows and masks as in `inputs`."""
         return (self.critic_encoder if critic else self.encoder)(*self.inputs(windows, masks))
 
     def get_value(self, windows: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -493,10 +485,9 @@ def train(args: Args) -> dict:
     policy_params = [*agent.encoder.parameters(), *agent.actor.parameters()]
     networks = [policy_params, [*agent.critic_encoder.parameters(), *agent.critic.parameters()]]
 
-    # Rollout storage. Observations are stored raw: the agent normalizes its windows itself. The history holds, per
-    # env, the K - 1 observations carried over from the previous rollout, then this rollout's: step t's observation is
-    # row K - 1 + t, its window rows t .. t + K - 1 (episode_windows). Rewards and dones stay numpy arrays until the
-    # rollout ends: one transfer per rollout.
+    # Rollout storage. Observations are stored raw: the agent normalizes its windows itself. The history holds the K - 1
+    # observations carried over, then this rollout's, as episode_windows reads them. Rewards and dones stay numpy until
+    # the rollout ends: one transfer per rollout.
     context_len, carried = args.context_len, args.context_len - 1
     obs = torch.zeros((carried + args.num_steps, args.num_envs, obs_dim), device=device)
     # The row where each step's episode began: its window masks every row before it.
@@ -627,10 +618,9 @@ def train(args: Args) -> dict:
         if agent.obs_rms is not None:
             agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
 
-        # Diagnostics: the losses, KL and clip fraction of the last minibatch, as CleanRL logs them; the clip fraction
-        # and the ratios over the whole update. Where the current step looks in the last block of the policy's
-        # transformer, averaged over heads and the batch: the entropy of its attention (0: one slot; log K: spread
-        # evenly over a full window) and the weight it gives to its own observation (1: the memory goes unused).
+        # Diagnostics, CleanRL's names: the losses and KL of the last minibatch, the clip fraction and ratios over the
+        # update. Where the current step looks in the policy's last block (mean over heads and batch): its attention's
+        # entropy (0: one slot; log K: even over a full window) and its weight on its own observation (1: no memory).
         sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
         all_ratios = torch.cat(ratios)
         attention_entropy = -(b_attention * b_attention.clamp_min(1e-12).log()).sum(-1).mean()
@@ -697,16 +687,14 @@ def train(args: Args) -> dict:
 # ---- Evaluation
 @torch.no_grad()
 def play(agent, env_id: str, episodes: int, seed: int, device, video_dir=None, progress=False, mask_velocity=False):
-    """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up; the observation
-    statistics stay frozen. The window is the episode's last K observations (fewer at its start: no mask needed).
-    With a `video_dir`, the episodes are recorded there."""
+    """Run the greedy policy for whole episodes, the first seeded `seed`, the next counting up, recorded to `video_dir`
+    if given; the observation statistics stay frozen. The window: the episode's last K observations (no mask needed)."""
     env = make_env(env_id, 0, video_dir is not None, video_dir, mask_velocity)()
     returns = []
     bar = progress_bar(progress, episodes, desc="evaluating", unit="episode")
     for episode in range(episodes):
         raw_obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        episode_obs = []
+        done, total, episode_obs = False, 0.0, []
         while not done:
             episode_obs.append(torch.as_tensor(raw_obs, dtype=torch.float32, device=device).reshape(-1))
             window = torch.stack(episode_obs[-agent.context_len :]).unsqueeze(0)  # [1, <=K, D]
