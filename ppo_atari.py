@@ -4,13 +4,11 @@ PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of
 with the current policy, estimates advantages with GAE (Schulman et al. 2015,
 https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
 clipped surrogate objective that keeps the new policy close to the one that collected the data.
-The network is the convolutional one of the DQN Nature paper (Mnih et al. 2015), shared by the policy and the
-value; the settings are those of the PPO paper's Atari experiments.
+The network is the Nature DQN's (Mnih et al. 2015), shared by policy and value; the settings are the PPO paper's.
 
 The games run in ale_py's C++ vector environment (ROMs included), which does the standard preprocessing in its own
-threads: 4 frames skipped per action with a max over the last two, 84x84 grayscale, a stack of the last 4 frames, up
-to 30 no-op actions at the start of a game. `--env-id` takes the names users know: BreakoutNoFrameskip-v4,
-ALE/Breakout-v5, Breakout and breakout all name the same game; the settings below, not the id, decide the rest.
+threads: 84x84 grayscale frames, skipped, stacked and started with no-ops as the Atari settings below say. `--env-id`
+takes the names users know: BreakoutNoFrameskip-v4, ALE/Breakout-v5, Breakout and breakout all name the same game.
 
 Usage (the default budget is the README's Breakout run: 10M agent steps, 40M frames; a GPU makes it practical):
     python ppo_atari.py --cuda --seed 1                           # the README's Breakout figure
@@ -294,8 +292,7 @@ class Agent(nn.Module):
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        # Frames travel and are stored as uint8 (4x smaller) and become [0, 1] floats here, on the device. With bf16
-        # the layers below run in bfloat16 (autocast) and return float32: the heads, log-probs and losses stay float32.
+        # The uint8 frames become [0, 1] floats here, on the device; --bf16 runs the layers below in bfloat16.
         with torch.autocast(obs.device.type, torch.bfloat16, enabled=self.bf16):
             hidden = self.network(obs.float() / 255.0)
         return hidden.float()
@@ -342,8 +339,8 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns,
 
 
 def train(args: Args) -> dict:
-    """Train with PPO, on one process or on each of torchrun's; returns the step count, the episodes' returns,
-    steps/s, the run folder and the model file (the plumbing it calls is at the end of the file)."""
+    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder
+    and the model file (the plumbing it calls is at the end of the file)."""
     args, checkpoint = load_settings(args)
     args, rank, world_size, device = start_processes(args)
     run_dir, writer = start_run(args, checkpoint, device)
@@ -414,7 +411,6 @@ def train(args: Args) -> dict:
             for env_idx in np.flatnonzero(truncations & ~terminations & ~life_ended):
                 truncated_slots.append((step, env_idx))
                 truncated_obs.append(infos["final_obs"][env_idx])
-            # RecordEpisodeStatistics reports the episodes that ended at this step.
             if "episode" in infos:
                 for i in np.flatnonzero(infos["_episode"]):
                     finished.append((global_step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
@@ -526,10 +522,9 @@ def train(args: Args) -> dict:
 # ---- Evaluation
 @torch.no_grad()
 def play(agent: Agent, args: Args, episodes: int, seed: int, device, video_dir=None, progress=False) -> list:
-    """Play whole games (all lives), the first seeded `seed`, the next counting up, recorded to `video_dir` if given;
-    returns the scores. The policy samples as in training, as the published Atari scores do (with its own seeded
-    generator), or with args.eval_greedy takes the argmax. A game without a point for args.eval_idle_frames ends
-    there: an untrained agent that never presses FIRE would otherwise play to the frame limit."""
+    """Scores of whole games (all lives), the first seeded `seed`, the next counting up, recorded to `video_dir` if
+    given. The policy samples (its own seeded generator) or with args.eval_greedy takes the argmax. A game without a
+    point for args.eval_idle_frames ends there: one that never presses FIRE would otherwise play to the frame limit."""
     env = make_env(check_env(args.env_id), args, video_dir is not None, video_dir)
     generator = torch.Generator(device).manual_seed(seed)
     returns = []
@@ -714,8 +709,8 @@ def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, dev
 
 
 def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
-    """model.pt: the weights, the args and the step, all that `evaluate` needs. checkpoint.pt: the same and what
-    `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    """model.pt: the weights, the args and the step, all that `evaluate`
+    needs. checkpoint.pt: the same and what `--resume` needs (`resume_state`, and the run folder to go on in)."""
     path = os.path.join(run_dir, filename)
     state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
     if resume_state:
@@ -728,8 +723,8 @@ def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
-    """Rebuild the Agent of a model.pt for env_id (default: the one it was trained on). Returns (agent, saved Args,
-    env_id, device)."""
+    """Rebuild the Agent of a model.pt for env_id (default:
+    the one it was trained on). Returns (agent, saved Args, env_id, device)."""
     data = load_file(model_path, ("model", "args"))
     saved = Args(**data["args"])
     env_id = saved.env_id = env_id or saved.env_id
@@ -746,8 +741,8 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
 
 
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
-    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends the same scalars to W&B
-    with --track; torchrun's other ranks get a writer that writes nothing. Returns (run_dir, writer)."""
+    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
+    the same scalars to W&B with --track. Returns (run_dir, writer)."""
     if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
         run_dir = checkpoint["run_dir"]
     else:
@@ -755,7 +750,7 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
         script = os.path.basename(__file__)[:-3]
         run_dir = os.path.join(args.runs_dir, f"{env_name}__{script}__{args.seed}__{int(time.time())}")
     run_dir = gather_lists([run_dir])[0]  # rank 0's, named at rank 0's clock
-    if dist.is_initialized() and dist.get_rank() != 0:
+    if dist.is_initialized() and dist.get_rank() != 0:  # torchrun's other ranks write nothing
         return run_dir, NullWriter()
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -830,9 +825,7 @@ def gather_lists(items: list) -> list:
     return [item for rank_items in gathered for item in rank_items]
 
 
-class NullWriter:
-    """The TensorBoard writer of the ranks other than 0, which write nothing."""
-
+class NullWriter:  # the TensorBoard writer of the ranks other than 0: every call does nothing
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
 
@@ -848,8 +841,7 @@ def maybe_compile(fn, args: Args):
     graphed = torch.compile(fn, mode="reduce-overhead")
 
     def copied(*inputs):
-        # A replay writes its outputs into memory that a later replay reuses: hand back copies,
-        # which the training loop may keep (the losses for the logs, the ratios for the KL).
+        # A replay writes its outputs where the next replay will: hand back copies, which the training loop may keep.
         out = graphed(*inputs)
         return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
@@ -857,8 +849,8 @@ def maybe_compile(fn, args: Args):
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError, or an OSError from
-    writing the run's files (videos, checkpoints), is printed as one line with exit code 2."""
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
+    printed as one line with exit code 2."""
     args = tyro.cli(Args)
     try:
         if args.eval_only is None:
@@ -868,7 +860,7 @@ def main() -> None:
             episodes, seed, video, greedy = args.eval_episodes, args.eval_seed, args.capture_video, args.eval_greedy
             returns = evaluate(args.eval_only, None, episodes, seed, args.cuda, video, args.progress, greedy)
             print_eval(returns, f"episodes: {returns}")
-    except (ConfigError, OSError) as e:
+    except (ConfigError, OSError) as e:  # OSError: a file of the run (a video) that cannot be written
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
