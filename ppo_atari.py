@@ -1,9 +1,8 @@
 """Proximal Policy Optimization (PPO) from pixels: Atari games, in one file.
 
-PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience
-with the current policy, estimates advantages with GAE (Schulman et al. 2015,
-https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
-clipped surrogate objective that keeps the new policy close to the one that collected the data.
+PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience with the current policy,
+estimates advantages with GAE (Schulman et al. 2015, https://arxiv.org/abs/1506.02438), then takes several epochs of
+minibatch gradient steps on a clipped surrogate objective that keeps the new policy close to the one that collected it.
 The network is the Nature DQN's (Mnih et al. 2015), shared by policy and value; the settings are the PPO paper's.
 
 The games run in ale_py's C++ vector environment (ROMs included), which does the standard preprocessing in its own
@@ -16,9 +15,8 @@ Usage (the default budget is the README's Breakout run: 10M agent steps, 40M fra
     python ppo_atari.py --checkpoint-every 100000                 # after a kill: --resume runs/<run>/checkpoint.pt
     python ppo_atari.py --eval-only runs/<run>/model.pt           # replays the games of the evaluation after training
 
-Read from the top: the arguments, the environment, the math, the network, the training loop,
-evaluation. The last section, after "Plumbing", is what running a script needs and learning the
-algorithm does not: errors, checkpoint files, run folders, progress, W&B, torchrun, the command line.
+Read from the top: the arguments, the environment, the math, the network, the training loop, evaluation. The last
+section, "Plumbing", is what running a script needs and learning the algorithm does not.
 """
 
 import difflib
@@ -194,14 +192,7 @@ def make_vector_env(args: Args, game: str, num_envs: int) -> gym.vector.VectorEn
 
 
 # ---- The math, as pure functions
-def compute_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    dones: torch.Tensor,
-    last_value: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> torch.Tensor:
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float) -> torch.Tensor:
     """Generalized advantage estimation, shapes [T] or [T, N].
 
     dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
@@ -229,9 +220,7 @@ def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float)
     return -torch.min(unclipped, clipped).mean()
 
 
-def value_loss(
-    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float, clip_vloss: bool
-) -> torch.Tensor:
+def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
     where the clipped prediction stays within clip_coef of the value that collected the data.
     The range clip_coef is in the units of the values: of scaled rewards under --norm-reward."""
@@ -339,8 +328,7 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns,
 
 
 def train(args: Args) -> dict:
-    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder
-    and the model file (the plumbing it calls is at the end of the file)."""
+    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder and the model file."""
     args, checkpoint = load_settings(args)
     args, rank, world_size, device = start_processes(args)
     run_dir, writer = start_run(args, checkpoint, device)
@@ -485,9 +473,7 @@ def train(args: Args) -> dict:
         every = args.checkpoint_every
         if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
             last_checkpoint_step = global_step
-            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration, torch_rng_state=torch.get_rng_state())
-            if device.type == "cuda":
-                resume["cuda_rng_state"] = torch.cuda.get_rng_state()
+            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration)
             save(run_dir, "checkpoint.pt", args, agent, global_step, **resume)
 
     bar.close()
@@ -690,8 +676,7 @@ def load_settings(args: Args) -> tuple:
 
 
 def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, device) -> tuple:
-    """Load a checkpoint's weights, optimizer and random state; returns (global_step, first
-    iteration), which are (0, 1) for a new run."""
+    """Load a checkpoint's weights, optimizer and RNG state; returns (global_step, first iteration): (0, 1) if new."""
     if dist.is_initialized():  # under torchrun, every rank takes rank 0's weights, so that all start equal
         for parameter in agent.parameters():
             dist.broadcast(parameter.data, src=0)
@@ -709,12 +694,14 @@ def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, dev
 
 
 def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
-    """model.pt: the weights, the args and the step, all that `evaluate`
-    needs. checkpoint.pt: the same and what `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    """model.pt: the weights, the args and the step, all that `evaluate` needs.
+    checkpoint.pt: the same and what `--resume` needs: `resume_state`, the run folder to go on in, the random state."""
     path = os.path.join(run_dir, filename)
     state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
     if resume_state:
-        state["run_dir"] = run_dir
+        state.update(run_dir=run_dir, torch_rng_state=torch.get_rng_state())
+        if next(agent.parameters()).is_cuda:
+            state["cuda_rng_state"] = torch.cuda.get_rng_state()
     try:
         save_atomic(state, path)
     except OSError as e:
@@ -831,9 +818,8 @@ class NullWriter:  # the TensorBoard writer of the ranks other than 0: every cal
 
 
 def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: traced once into a graph whose small operations are
-    fused. --cudagraphs adds the "reduce-overhead" mode, which records a call's kernels as a CUDA graph and replays
-    it, one launch instead of hundreds (the GPU tests check that the policy's noise differs between replays)."""
+    """fn itself, or with --compile fn through torch.compile: one traced graph of fused kernels. --cudagraphs replays a
+    call's kernels as one CUDA graph ("reduce-overhead"): one launch, not hundreds; the policy's noise still varies."""
     if not args.compile:
         return fn
     if not args.cudagraphs:
@@ -849,8 +835,7 @@ def maybe_compile(fn, args: Args):
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
-    printed as one line with exit code 2."""
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError ends in one line."""
     args = tyro.cli(Args)
     try:
         if args.eval_only is None:
