@@ -1,9 +1,8 @@
 """Proximal Policy Optimization (PPO) for discrete action spaces, in one file.
 
-PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience
-with the current policy, estimates advantages with GAE (Schulman et al. 2015,
-https://arxiv.org/abs/1506.02438), then takes several epochs of minibatch gradient steps on a
-clipped surrogate objective that keeps the new policy close to the one that collected the data.
+PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience with the current policy,
+estimates advantages with GAE (Schulman et al. 2015, https://arxiv.org/abs/1506.02438), then takes several epochs of
+minibatch gradient steps on a clipped surrogate objective that keeps the new policy close to the one that collected it.
 
 Works with any gymnasium environment whose action space is Discrete: CartPole-v1 by default,
 LunarLander-v3, Acrobot-v1, or your own registered as `my_module:MyEnv-v0`.
@@ -13,9 +12,8 @@ Usage:
     python ppo_discrete.py --checkpoint-every 10000         # then, after a kill: --resume runs/<run>/checkpoint.pt
     python ppo_discrete.py --eval-only runs/<run>/model.pt  # replays the games of the evaluation that ended training
 
-Read from the top: the arguments, the environment, the math, the network, the training loop,
-evaluation. The last section, after "Plumbing", is what running a script needs and learning the
-algorithm does not: errors, checkpoint files, run folders, progress, W&B, the command line.
+Read from the top: the arguments, the environment, the math, the network, the training loop, evaluation. The last
+section, "Plumbing", is what running a script needs and learning the algorithm does not.
 """
 
 import os
@@ -143,14 +141,7 @@ def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
 
 
 # ---- The math, as pure functions
-def compute_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    dones: torch.Tensor,
-    last_value: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> torch.Tensor:
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float) -> torch.Tensor:
     """Generalized advantage estimation, shapes [T] or [T, N].
 
     dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
@@ -178,9 +169,7 @@ def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float)
     return -torch.min(unclipped, clipped).mean()
 
 
-def value_loss(
-    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float, clip_vloss: bool
-) -> torch.Tensor:
+def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
     where the clipped prediction stays within clip_coef of the value that collected the data.
     The range clip_coef is in the units of the values: of scaled rewards under --norm-reward."""
@@ -313,8 +302,7 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns,
 
 
 def train(args: Args) -> dict:
-    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder
-    and the model file (the plumbing it calls is at the end of the file)."""
+    """Train with PPO; returns the step count, the episodes' returns, steps/s, the run folder and the model file."""
     args, checkpoint = load_settings(args)
     device = select_device(args.cuda, args.torch_threads)
     run_dir, writer = start_run(args, checkpoint, device)
@@ -468,9 +456,7 @@ def train(args: Args) -> dict:
         every = args.checkpoint_every
         if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
             last_checkpoint_step = global_step
-            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration, torch_rng_state=torch.get_rng_state())
-            if device.type == "cuda":
-                resume["cuda_rng_state"] = torch.cuda.get_rng_state()
+            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration)
             save(run_dir, "checkpoint.pt", args, agent, global_step, **resume)
 
     bar.close()
@@ -662,8 +648,7 @@ def load_settings(args: Args) -> tuple:
 
 
 def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, device) -> tuple:
-    """Load a checkpoint's weights, optimizer and random state; returns (global_step, first
-    iteration), which are (0, 1) for a new run."""
+    """Load a checkpoint's weights, optimizer and RNG state; returns (global_step, first iteration): (0, 1) if new."""
     if checkpoint is None:
         return 0, 1
     agent.load_state_dict(checkpoint["model"])
@@ -676,12 +661,14 @@ def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, dev
 
 
 def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
-    """model.pt: the weights with the observation statistics, the args and the step, all that `evaluate`
-    needs. checkpoint.pt: the same and what `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    """model.pt: the weights with the observation statistics, the args and the step, all that `evaluate` needs.
+    checkpoint.pt: the same and what `--resume` needs: `resume_state`, the run folder to go on in, the random state."""
     path = os.path.join(run_dir, filename)
     state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
     if resume_state:
-        state["run_dir"] = run_dir
+        state.update(run_dir=run_dir, torch_rng_state=torch.get_rng_state())
+        if next(agent.parameters()).is_cuda:
+            state["cuda_rng_state"] = torch.cuda.get_rng_state()
     try:
         save_atomic(state, path)
     except OSError as e:
@@ -753,8 +740,7 @@ def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "train
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
-    printed as one line with exit code 2."""
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError ends in one line."""
     args = tyro.cli(Args)
     try:
         if args.eval_only is None:
