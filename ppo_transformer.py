@@ -2,7 +2,7 @@
 
 PPO (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) collects a batch of experience with the current policy,
 estimates advantages with GAE (Schulman et al. 2015, https://arxiv.org/abs/1506.02438), then takes several epochs of
-minibatch gradient steps on a clipped surrogate objective that keeps the new policy close to the one that acted.
+minibatch gradient steps on a clipped surrogate objective that keeps the new policy close to the one that collected it.
 
 The agent is ppo_discrete.py's with memory: at every step the policy and the value each read the last K observations
 of the current episode (--context-len) through a small causal transformer of their own, with pre-norm blocks (Vaswani
@@ -23,7 +23,7 @@ Usage (the default budget is 100k steps):
     python ppo_transformer.py --help                            # every flag
 
 Read from the top: the arguments, the environment, the math, the network, the training loop, evaluation. The last
-section, after "Plumbing", is what running a script needs and learning the algorithm does not.
+section, "Plumbing", is what running a script needs and learning the algorithm does not.
 """
 
 import os
@@ -173,8 +173,8 @@ def make_env(env_id: str, idx: int, capture_video: bool, video_dir: str, mask_ve
 def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, video_dir, args.mask_velocity) for i in range(args.num_envs)],
-        # SAME_STEP: a finished env resets inside the step that ended it, so every returned observation is one the agent
-        # acts on, and the real last one is in infos["final_obs"].
+        # SAME_STEP: a finished env resets inside the step that ended it, so every returned
+        # observation is one the agent acts on, and the real last one is in infos["final_obs"].
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         copy=False,
     )
@@ -183,14 +183,7 @@ def make_vector_env(args: Args, video_dir: str) -> gym.vector.VectorEnv:
 
 
 # ---- The math, as pure functions
-def compute_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    dones: torch.Tensor,
-    last_value: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> torch.Tensor:
+def compute_gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float) -> torch.Tensor:
     """Generalized advantage estimation, shapes [T] or [T, N].
 
     dones[t] = 1 when the episode ended at step t (terminated or truncated; a truncated step's
@@ -218,9 +211,7 @@ def policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float)
     return -torch.min(unclipped, clipped).mean()
 
 
-def value_loss(
-    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float, clip_vloss: bool
-) -> torch.Tensor:
+def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clipping, the worse of the clipped and unclipped errors,
     where the clipped prediction stays within clip_coef of the value that collected the data.
     The range clip_coef is in the units of the values: of scaled rewards under --norm-reward."""
@@ -511,17 +502,18 @@ def train(args: Args) -> dict:
     next_obs = to_obs_tensor(raw_obs)
     # Each env's current episode begins at the first row of this rollout: nothing carried yet.
     episode_start = torch.full((args.num_envs,), carried, dtype=torch.long, device=device)
-    discounted_return = np.zeros(args.num_envs)  # for the reward scaling
-    episodic_returns = []  # what the environment paid per episode, unscaled
+    discounted_return = np.zeros(args.num_envs)  # each env's running return, for reward scaling
+    episodic_returns = []  # what the env paid per finished episode, raw, in the order they ended
     start_time, start_step, last_checkpoint_step = time.time(), global_step, global_step
-    sps, recent_return = 0, float("nan")
-    bar = progress_bar(args.progress, args.total_timesteps, initial=global_step)
+    sps, recent_return = 0, float("nan")  # recent_return: the mean of the last 20 episodes, for the progress bar
+    bar = progress_bar(args.progress, args.total_timesteps, global_step)
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
+            frac = 1.0 - (iteration - 1.0) / num_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-        # Rollout: only the action is needed per step; values and log-probs of the whole batch are computed afterwards
-        # in one pass, with the same weights.
+        # ---- Rollout: only the action is needed per step; values and log-probs of the
+        # whole batch are computed afterwards in one pass, with the same weights.
         truncated_slots, truncated_obs = [], []
         for step in range(args.num_steps):
             global_step += args.num_envs
@@ -541,8 +533,8 @@ def train(args: Args) -> dict:
             discounted_returns_np[step] = discounted_return
             discounted_return[terminations | truncations] = 0.0
 
-            # Time-limit truncation is not failure: remember the real last observation, to bootstrap
-            # r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
+            # Time-limit truncation is not failure: remember the real last observation,
+            # to bootstrap r_t + gamma * V(final_obs) below. Terminations get no bootstrap.
             for env_idx in np.flatnonzero(truncations & ~terminations):
                 truncated_slots.append((step, env_idx, episode_start[env_idx].item()))
                 truncated_obs.append(infos["final_obs"][env_idx])
@@ -555,11 +547,11 @@ def train(args: Args) -> dict:
                     writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
                     writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
 
-        # Advantages, with every value from the weights that acted.
+        # ---- Advantages, with every value from the weights that acted.
         with torch.no_grad():
             if agent.return_rms is not None:
-                # Scale rewards by the std of the discounted return, not of the reward, as the original PPO code does;
-                # the statistics include this rollout's returns.
+                # Scale rewards by the std of the discounted return, not of the reward, as
+                # the original PPO code does; the statistics include this rollout's returns.
                 agent.return_rms.update(torch.as_tensor(discounted_returns_np.reshape(-1), device=device))
                 scale = np.sqrt(agent.return_rms.var.item() + 1e-8)
                 rewards_np[:] = np.clip(rewards_np / scale, -10, 10)
@@ -574,8 +566,8 @@ def train(args: Args) -> dict:
             b_logprobs, _, b_values, b_attention = agent.evaluate_actions(b_windows, b_masks, b_actions)
             values = b_values.reshape(args.num_steps, args.num_envs)
             if truncated_obs:
-                # Added after the scaling above: V estimates the return of scaled rewards, so gamma * V(final_obs) is
-                # already in the units of the scaled reward it joins.
+                # Added after the scaling above: V estimates the return of scaled rewards, so
+                # gamma * V(final_obs) is already in the units of the scaled reward it joins.
                 steps, env_ids, starts = torch.tensor(truncated_slots, device=device).T
                 final_obs = to_obs_tensor(np.stack(truncated_obs))
                 final_values = agent.get_value(*following_windows(obs, steps, env_ids, final_obs, starts, context_len))
@@ -595,7 +587,7 @@ def train(args: Args) -> dict:
 
         b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
 
-        # Update: several epochs of minibatch steps on the clipped objective.
+        # ---- Update: several epochs of minibatch steps on the clipped objective.
         batch = (b_windows, b_masks, b_actions, b_logprobs, b_advantages, b_values, b_returns)  # as ppo_loss takes them
         ratios = []  # of every minibatch, for the diagnostics
         for epoch in range(args.update_epochs):
@@ -618,11 +610,12 @@ def train(args: Args) -> dict:
         if agent.obs_rms is not None:
             agent.obs_rms.update(obs[carried:].reshape(-1, obs_dim))  # this rollout's rows
 
-        # Diagnostics, CleanRL's names: the losses and KL of the last minibatch, the clip fraction and ratios over the
-        # update. Where the current step looks in the policy's last block (mean over heads and batch): its attention's
-        # entropy (0: one slot; log K: even over a full window) and its weight on its own observation (1: no memory).
-        sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+        # ---- Diagnostics, CleanRL's names: the losses and KL of the last minibatch (as CleanRL logs them), the clip
+        # fraction and the ratio histogram over the whole update. Where the current step looks in the policy's last
+        # block (mean over heads and batch): its attention's entropy (0: one slot; log K: even over a full window) and
+        # its weight on its own observation (1: the memory goes unused).
         all_ratios = torch.cat(ratios)
+        sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
         attention_entropy = -(b_attention * b_attention.clamp_min(1e-12).log()).sum(-1).mean()
         scalars = {
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
@@ -780,8 +773,8 @@ def check_env(env_id: str, mask_velocity: bool = False) -> None:
         gym.spaces.flatdim(space)
     except (NotImplementedError, ValueError, TypeError):
         raise ConfigError(
-            f"{env_id}: the observation space {space} cannot be flattened into a vector; wrap the env in a "
-            "gymnasium ObservationWrapper that encodes it as a Box, or drops the part"
+            f"{env_id}: the observation space {space} cannot be flattened into a vector; wrap the env in a gymnasium "
+            "ObservationWrapper that encodes it as a Box, or drops the part"
         ) from None
 
 
@@ -867,7 +860,7 @@ def load_settings(args: Args) -> tuple:
 
 
 def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, device) -> tuple:
-    """Load a checkpoint's weights, optimizer and RNG state; returns (global_step, first iteration), (0, 1) if new."""
+    """Load a checkpoint's weights, optimizer and RNG state; returns (global_step, first iteration): (0, 1) if new."""
     if checkpoint is None:
         return 0, 1
     agent.load_state_dict(checkpoint["model"])
@@ -949,8 +942,7 @@ def progress_bar(enabled: bool, total: int, initial: int = 0, desc: str = "train
 
 
 def main() -> None:
-    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError is
-    printed as one line with exit code 2."""
+    """The command line: train, or with --eval-only evaluate a saved model; a ConfigError ends in one line."""
     args = tyro.cli(Args)
     try:
         if args.eval_only is None:
