@@ -330,8 +330,7 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns,
         L = L_clip - ent_coef * entropy + vf_coef * L_value,
     its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
     new_logprob, entropy, new_value = agent.evaluate_actions(obs, actions)
-    logratio = new_logprob - old_logprobs
-    ratio = logratio.exp()
+    ratio = (new_logprob - old_logprobs).exp()
     if args.norm_adv:
         advantages = normalize(advantages)
     pg_loss = policy_loss(ratio, advantages, args.clip_coef)
@@ -583,14 +582,11 @@ def validate(args: Args) -> None:
     if args.cudagraphs and not (args.compile and args.cuda):
         raise ConfigError("--cudagraphs needs --compile and --cuda: CUDA graphs run on a GPU")
     batch_size = args.num_envs * args.num_steps
+    batch = f"one batch (num_envs * num_steps = {batch_size})"
     if batch_size % args.num_minibatches != 0:
-        raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
-        )
+        raise ConfigError(f"{batch} does not divide into {args.num_minibatches} minibatches")
     if args.total_timesteps < batch_size:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
-        )
+        raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than {batch}")
 
 
 def flag(name: str) -> str:
@@ -631,9 +627,8 @@ def select_device(cuda: bool, torch_threads: int) -> torch.device:
 
 
 def maybe_compile(fn, args: Args):
-    """fn itself, or with --compile fn through torch.compile: the same code traced into a graph whose small operations
-    are fused into fewer kernels. --cudagraphs adds torch.compile's "reduce-overhead" mode, which records a call's
-    kernels as a CUDA graph and replays it: one launch, not hundreds (the GPU tests check that the noise varies)."""
+    """fn itself, or with --compile fn through torch.compile: one traced graph of fused kernels. --cudagraphs replays a
+    call's kernels as one CUDA graph ("reduce-overhead"): one launch, not hundreds; the policy's noise still varies."""
     if not args.compile:
         return fn
     if not args.cudagraphs:

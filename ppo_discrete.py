@@ -290,8 +290,7 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, old_values, returns,
         L = L_clip - ent_coef * entropy + vf_coef * L_value,
     its three parts, and the probability ratios pi_new / pi_old (for the diagnostics)."""
     new_logprob, entropy, new_value = agent.evaluate_actions(obs, actions)
-    logratio = new_logprob - old_logprobs
-    ratio = logratio.exp()
+    ratio = (new_logprob - old_logprobs).exp()
     if args.norm_adv:
         advantages = normalize(advantages)
     pg_loss = policy_loss(ratio, advantages, args.clip_coef)
@@ -531,14 +530,11 @@ def validate(args: Args) -> None:
     if args.eval_only is not None and not args.eval_episodes > 0:
         raise ConfigError(f"--eval-episodes must be positive with --eval-only, got {args.eval_episodes}")
     batch_size = args.num_envs * args.num_steps
+    batch = f"one batch (num_envs * num_steps = {batch_size})"
     if batch_size % args.num_minibatches != 0:
-        raise ConfigError(
-            f"the batch (num_envs * num_steps = {batch_size}) does not divide into {args.num_minibatches} minibatches"
-        )
+        raise ConfigError(f"{batch} does not divide into {args.num_minibatches} minibatches")
     if args.total_timesteps < batch_size:
-        raise ConfigError(
-            f"--total-timesteps {args.total_timesteps} is less than one batch (num_envs * num_steps = {batch_size})"
-        )
+        raise ConfigError(f"--total-timesteps {args.total_timesteps} is less than {batch}")
 
 
 def flag(name: str) -> str:
