@@ -1,7 +1,10 @@
 """What the tests share: load a root script by path, run its CLI, read its TensorBoard events,
-tiny environments whose right answers are known by hand, and a description of each script (its
-tiny run and the shared contracts it takes part in: `for_scripts`)."""
+the checks that several scripts' tests make (a finished run's logs, greedy evaluation, --eval-only,
+a refused command line), a tiny benchmarks/tune.py study, tiny environments whose right answers are
+known by hand, and a description of each script (its tiny run and the shared contracts it takes
+part in: `for_scripts`)."""
 
+import ast
 import importlib.util
 import json
 import os
@@ -16,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 _loaded = {}
@@ -66,6 +70,78 @@ def read_scalars(run_dir: str) -> dict:
         for tag in accumulator.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
     return scalars
+
+
+# The scalars every actor-critic script (the PPO scripts, a3c.py) logs.
+ACTOR_CRITIC_TAGS = (
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/SPS",
+    "losses/value_loss",
+    "losses/policy_loss",
+    "losses/entropy",
+    "losses/explained_variance",
+    "losses/grad_norm",
+    "charts/advantage_mean",
+    "charts/advantage_std",
+    "eval/episodic_return",
+)
+
+
+def assert_run_logged(result: dict, run_name: str, tags) -> dict:
+    """A finished run's result: its model saved in its run folder, named `{run_name}__1__...`
+    (seed 1), its episodes' returns as floats, every scalar of `tags` logged, and the logged
+    returns those of the result, in order. Returns the run's scalars."""
+    assert os.path.dirname(result["model_path"]) == result["run_dir"]
+    assert os.path.basename(result["run_dir"]).startswith(f"{run_name}__1__")
+    assert all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
+    scalars = read_scalars(result["run_dir"])
+    for tag in tags:
+        assert tag in scalars, tag
+    logged = [v for _, v in scalars["charts/episodic_return"]]
+    np.testing.assert_allclose(logged, result["episodic_returns"], rtol=1e-6)
+    return scalars
+
+
+def greedy_returns(evaluate: Callable, model_path: str, episodes: int) -> list:
+    """`evaluate(model_path)` over `episodes` games from seed 5: one float a game, and greedy play
+    of the same model with the same seeds gives the same returns again."""
+    returns = evaluate(model_path, episodes=episodes, seed=5)
+    assert len(returns) == episodes and all(isinstance(r, float) for r in returns)
+    assert evaluate(model_path, episodes=episodes, seed=5) == returns
+    return returns
+
+
+def eval_only_returns(script: str, model, cwd: Path, timeout: float = 300) -> list:
+    """The returns that `script --eval-only model --eval-episodes 2` prints."""
+    proc = run_cli(script, "--eval-only", str(model), "--eval-episodes", "2", cwd=cwd, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1])
+
+
+def assert_refused_in_one_line(proc: subprocess.CompletedProcess, script: str, message: str) -> None:
+    """A command line refused as argparse refuses one: exit status 2, no traceback, and one line
+    `script: error: ...` that says `message`."""
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error:") and message in lines[0], proc.stderr
+
+
+def write_study(path: Path, **changes) -> None:
+    """A study file for benchmarks/tune.py, of seconds: one trial of ppo_discrete.py on
+    CartPole-v1, 8 updates of 256 steps, tuning the learning rate; `changes` replace its keys."""
+    study = {
+        "script": "ppo_discrete.py",
+        "env_id": "CartPole-v1",
+        "total_timesteps": 2048,
+        "trials": 1,
+        "pruner": {"type": "none"},
+        "report_every": 512,
+        "fixed": {"num_envs": 4, "num_steps": 64, "eval_episodes": 0, "save_model": False},
+        "space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        **changes,
+    }
+    path.write_text(yaml.safe_dump(study))
 
 
 # Scalars that measure time, not the computation.

@@ -4,7 +4,6 @@ A few of them (the GAE, the file habits, a GPU resume) run for a3c.py and sac.py
 Script-specific tests (the action distribution, learning budgets) live in the script's own file.
 """
 
-import ast
 import os
 import subprocess
 import sys
@@ -15,9 +14,14 @@ import pytest
 import torch
 
 from helpers import (
+    ACTOR_CRITIC_TAGS,
+    assert_refused_in_one_line,
+    assert_run_logged,
     assert_scalars_match_recording,
     cli_flags,
+    eval_only_returns,
     for_scripts,
+    greedy_returns,
     learning_score,
     read_scalars,
     run_cli,
@@ -186,39 +190,13 @@ def test_reward_scaling_restarts_the_return_at_every_episode_end(sut, tmp_path, 
 def test_tiny_run_logs_saves_and_evaluates(sut, tmp_path):
     result = sut.module.train(sut.args(tmp_path))
     assert result["global_step"] == 2 * sut.batch
-    assert os.path.dirname(result["model_path"]) == result["run_dir"]
-    assert os.path.basename(result["run_dir"]).startswith(f"{sut.env_id}__{sut.name}__1__")
-    assert all(isinstance(r, float) for r in result["episodic_returns"]) and result["episodic_returns"]
-
-    scalars = read_scalars(result["run_dir"])
-    for tag in [
-        "charts/episodic_return",
-        "charts/episodic_length",
-        "charts/learning_rate",
-        "charts/SPS",
-        "losses/value_loss",
-        "losses/policy_loss",
-        "losses/entropy",
-        "losses/approx_kl",
-        "losses/old_approx_kl",
-        "losses/clipfrac",
-        "losses/explained_variance",
-        "losses/grad_norm",
-        "charts/advantage_mean",
-        "charts/advantage_std",
-        "eval/episodic_return",
-    ]:
-        assert tag in scalars, tag
-    logged = [v for _, v in scalars["charts/episodic_return"]]
-    np.testing.assert_allclose(logged, result["episodic_returns"], rtol=1e-6)
+    ppo_tags = ("charts/learning_rate", "losses/approx_kl", "losses/old_approx_kl", "losses/clipfrac")
+    scalars = assert_run_logged(result, f"{sut.env_id}__{sut.name}", ACTOR_CRITIC_TAGS + ppo_tags)
     # Annealing: the second (last) update runs at half the learning rate.
     lr = sut.module.Args().learning_rate
     assert [v for _, v in scalars["charts/learning_rate"]] == pytest.approx([lr, lr / 2])
 
-    returns = sut.module.evaluate(result["model_path"], episodes=3, seed=5)
-    assert len(returns) == 3 and all(isinstance(r, float) for r in returns)
-    # Greedy play of the same model with the same seeds is reproducible.
-    assert sut.module.evaluate(result["model_path"], episodes=3, seed=5) == returns
+    greedy_returns(sut.module.evaluate, result["model_path"], episodes=3)
 
 
 @for_scripts("ppo")
@@ -535,10 +513,7 @@ def test_cli_errors_are_one_line_without_traceback(sut, in_tmp, case):
         ),
     }[case]
     proc = run_cli(f"{sut.name}.py", *argv, "--no-progress", cwd=in_tmp)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{sut.name}.py: error:") and message in lines[0], proc.stderr
+    assert_refused_in_one_line(proc, f"{sut.name}.py", message)
 
 
 @for_scripts("ppo")
@@ -551,9 +526,7 @@ def test_cli_run_matches_the_recorded_scalars_and_its_model_replays(sut, in_tmp)
     assert_scalars_match_recording(sut.name, model.parent)
     # --eval-only replays the games of the evaluation that ended the training, then the next
     # ones; a fresh process that reloads the model plays exactly the games this one plays.
-    proc = run_cli(f"{sut.name}.py", "--eval-only", str(model), "--eval-episodes", "2", cwd=in_tmp)
-    assert proc.returncode == 0, proc.stderr
-    printed = ast.literal_eval(proc.stdout.strip().splitlines()[-1].split("over 2 episodes: ")[1])
+    printed = eval_only_returns(f"{sut.name}.py", model, cwd=in_tmp)
     logged = read_scalars(str(model.parent))["eval/episodic_return"][0][1]  # a float32
     assert printed[0] == pytest.approx(logged, rel=1e-6)
     assert printed == sut.module.evaluate(str(model), episodes=2)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
-from helpers import ROOT, load_script
+from helpers import ROOT, load_script, write_study
 
 PASSWORD = "secret"
 
@@ -90,24 +89,16 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def write_study(path: Path) -> None:
-    """A study of seconds: two trials of ppo_discrete.py on CartPole-v1 (8 updates of 256 steps),
-    the first at a given starting point."""
-    study = {
-        "script": "ppo_discrete.py",
-        "env_id": "CartPole-v1",
-        "total_timesteps": 2048,
-        "trials": 2,
-        "pruner": {"type": "none"},
-        "report_every": 512,
-        "fixed": {"num_envs": 4, "num_steps": 64, "eval_episodes": 0, "save_model": False},
-        "space": {
-            "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-            "ent_coef": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-        },
-        "start": [{"learning_rate": 0.0042, "ent_coef": 0.01}],
-    }
-    path.write_text(yaml.safe_dump(study))
+# A study of seconds: two trials of ppo_discrete.py on CartPole-v1 (8 updates of 256 steps), the
+# first at a given starting point.
+TWO_TRIALS = dict(
+    trials=2,
+    space={
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "ent_coef": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    },
+    start=[{"learning_rate": 0.0042, "ent_coef": 0.01}],
+)
 
 
 # A worker: tune.py's command line, started once the heavy imports are done and the test says
@@ -123,7 +114,7 @@ def test_two_workers_started_together_share_one_study(postgres, tmp_path):
     folders = [tmp_path / "a", tmp_path / "b"]  # two machines: the same study file, each its own copy
     for folder in folders:
         folder.mkdir()
-        write_study(folder / "tiny.yaml")
+        write_study(folder / "tiny.yaml", **TWO_TRIALS)
     tune = str(ROOT / "benchmarks" / "tune.py")
     workers = [
         subprocess.Popen(
@@ -194,7 +185,7 @@ def test_a_storage_that_cannot_be_used_is_refused_in_one_line(request, tmp_path,
         url = url.replace(PASSWORD, "wrong")
     elif case == "no database":
         url = url.replace("/optuna", "/missing")
-    write_study(tmp_path / "tiny.yaml")
+    write_study(tmp_path / "tiny.yaml", **TWO_TRIALS)
     with pytest.raises(SystemExit) as exit:
         tune.main([str(tmp_path / "tiny.yaml"), "--storage", url, "--report"])
     err = capsys.readouterr().err
