@@ -644,28 +644,14 @@ def train(args: Args) -> dict:
         every = args.checkpoint_every
         if every > 0 and (global_step - last_checkpoint_step >= every or iteration == num_iterations):
             last_checkpoint_step = global_step
-            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration, torch_rng_state=torch.get_rng_state())
-            if device.type == "cuda":
-                resume["cuda_rng_state"] = torch.cuda.get_rng_state()
+            resume = dict(optimizer=optimizer.state_dict(), iteration=iteration)
             save(run_dir, "checkpoint.pt", args, agent, global_step, **resume)
 
     bar.close()
     envs.close()
     model_path = save(run_dir, "model.pt", args, agent, global_step) if args.save_model else None
-    eval_returns = []
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
-        episodes, seed = args.eval_episodes, first_eval_seed(args)
-        eval_returns = play(agent, args.env_id, episodes, seed, device, video_dir, args.progress, args.mask_velocity)
-        for i, eval_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", eval_return, i)
-        print_eval(eval_returns, "greedy episodes")
+    eval_returns = finish_run(args, run_dir, writer, agent, device)  # the greedy policy on games training never saw
     print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {recent_return:.1f}")
-    writer.close()
-    if args.track:
-        import wandb
-
-        wandb.finish()
     return {
         "global_step": global_step,
         "episodic_returns": episodic_returns,
@@ -873,12 +859,14 @@ def restore(args: Args, checkpoint: Optional[dict], agent: Agent, optimizer, dev
 
 
 def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int, **resume_state) -> str:
-    """model.pt: the weights with the observation statistics, the args and the step, all that `evaluate`
-    needs. checkpoint.pt: the same and what `--resume` needs (`resume_state`, and the run folder to go on in)."""
+    """model.pt: the weights with the observation statistics, the args and the step, all that `evaluate` needs.
+    checkpoint.pt: the same and what `--resume` needs: `resume_state`, the run folder to go on in, the random state."""
     path = os.path.join(run_dir, filename)
     state = {"model": agent.state_dict(), "args": asdict(args), "global_step": global_step, **resume_state}
     if resume_state:
-        state["run_dir"] = run_dir
+        state.update(run_dir=run_dir, torch_rng_state=torch.get_rng_state())
+        if next(agent.parameters()).is_cuda:
+            state["cuda_rng_state"] = torch.cuda.get_rng_state()
     try:
         save_atomic(state, path)
     except OSError as e:
@@ -887,7 +875,7 @@ def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
-    """Rebuild the Agent of a model.pt for env_id (default: its own); returns (agent, saved Args, env_id, device)."""
+    """Rebuild a model.pt's Agent, weights and observation statistics, for env_id (default: the one it trained on)."""
     data = load_file(model_path, ("model", "args"))
     saved = Args(**data["args"])
     env_id = env_id or saved.env_id
@@ -905,7 +893,7 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
 
 
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
-    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, whose scalars --track sends to W&B."""
+    """The run folder (a resumed run keeps its own) and its TensorBoard writer, mirrored to W&B with --track."""
     if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
         run_dir = checkpoint["run_dir"]
     else:
@@ -928,6 +916,24 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     return run_dir, writer
+
+
+def finish_run(args: Args, run_dir: str, writer: SummaryWriter, agent: Agent, device: torch.device) -> list:
+    """Play --eval-episodes greedy episodes (logged as eval/episodic_return), then close the logs and W&B."""
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        episodes, seed = args.eval_episodes, first_eval_seed(args)
+        eval_returns = play(agent, args.env_id, episodes, seed, device, video_dir, args.progress, args.mask_velocity)
+        for i, eval_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", eval_return, i)
+        print_eval(eval_returns, "greedy episodes")
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    return eval_returns
 
 
 def print_eval(returns: list, what: str) -> None:
