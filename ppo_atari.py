@@ -481,19 +481,8 @@ def train(args: Args) -> dict:
     if world_size > 1:
         dist.destroy_process_group()  # the ranks part; rank 0 saves and evaluates alone
     model_path = save(run_dir, "model.pt", args, agent, global_step) if args.save_model else None
-    eval_returns = []
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
-        eval_returns = play(agent, args, args.eval_episodes, first_eval_seed(args), device, video_dir, args.progress)
-        for i, eval_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", eval_return, i)
-        print_eval(eval_returns, "greedy games" if args.eval_greedy else "games")
+    eval_returns = finish_run(args, run_dir, writer, agent, device)  # the policy on games training never saw
     print(f"done: {global_step} steps, {sps} steps/s, last 20 episodes {recent_return:.1f}")
-    writer.close()
-    if args.track:
-        import wandb
-
-        wandb.finish()
     return {
         "global_step": global_step,
         "episodic_returns": episodic_returns,
@@ -710,8 +699,7 @@ def save(run_dir: str, filename: str, args: Args, agent: Agent, global_step: int
 
 
 def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False) -> tuple:
-    """Rebuild the Agent of a model.pt for env_id (default:
-    the one it was trained on). Returns (agent, saved Args, env_id, device)."""
+    """Rebuild a model.pt's Agent, weights included, for env_id (default: the one it trained on)."""
     data = load_file(model_path, ("model", "args"))
     saved = Args(**data["args"])
     env_id = saved.env_id = env_id or saved.env_id
@@ -728,8 +716,7 @@ def load_agent(model_path: str, env_id: Optional[str] = None, cuda: bool = False
 
 
 def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> tuple:
-    """The run's folder (a resumed run keeps its own) and its TensorBoard writer, which sends
-    the same scalars to W&B with --track. Returns (run_dir, writer)."""
+    """The run folder (a resumed run keeps its own) and its TensorBoard writer, mirrored to W&B with --track."""
     if checkpoint is not None and os.path.isdir(checkpoint.get("run_dir", "")):
         run_dir = checkpoint["run_dir"]
     else:
@@ -762,6 +749,23 @@ def start_run(args: Args, checkpoint: Optional[dict], device: torch.device) -> t
     table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     return run_dir, writer
+
+
+def finish_run(args: Args, run_dir: str, writer: SummaryWriter, agent: Agent, device: torch.device) -> list:
+    """Play --eval-episodes games as `play` does (logged as eval/episodic_return), then close the logs and W&B."""
+    eval_returns = []
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run_dir, "videos-eval") if args.capture_video else None
+        eval_returns = play(agent, args, args.eval_episodes, first_eval_seed(args), device, video_dir, args.progress)
+        for i, eval_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", eval_return, i)
+        print_eval(eval_returns, "greedy games" if args.eval_greedy else "games")
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    return eval_returns
 
 
 def print_eval(returns: list, what: str) -> None:
