@@ -51,6 +51,8 @@ def load_experiments(path: Path = ROOT / "benchmarks" / "experiments.yaml") -> d
 
 
 EXPERIMENTS = load_experiments()
+# Former defaults, ablations and runs of removed flags: no longer run here, still in the results' tables.
+ARCHIVED = load_experiments(ROOT / "benchmarks" / "experiments-archive.yaml")
 
 
 def run_one(name: str, seed: int, baselines: dict) -> str:
@@ -309,12 +311,15 @@ def write_table(summary: list, names: list) -> None:
             digits = decimals(np.abs(values).max()) if values else 1
             spread = f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else ""  # sample std
             cells.append(f"{np.mean(values):.{digits}f}{spread}" if values else "")
-        env_id = EXPERIMENTS[name]["env_id"] if name in EXPERIMENTS else ""
-        steps = f"{EXPERIMENTS[name]['steps']:,}" if name in EXPERIMENTS else ""
-        lines[name] = f"| {name} | {env_id} | {steps} | {len(rows)} | " + " | ".join(cells) + " |"
+        exp = EXPERIMENTS.get(name) or ARCHIVED.get(name)
+        env_id, steps = (exp["env_id"], f"{exp['steps']:,}") if exp else ("", "")
+        shown = f"{name} (archived)" if name in ARCHIVED else name
+        lines[name] = f"| {shown} | {env_id} | {steps} | {len(rows)} | " + " | ".join(cells) + " |"
     print("\n".join(lines[name] for name in names if name in lines))
     head = "| experiment | env | steps | seeds |"
-    text = "± is the sample standard deviation over seeds (ddof=1); a single seed shows its value alone.\n\n"
+    text = "± is the sample standard deviation over seeds (ddof=1); a single seed shows its value alone.\n"
+    text += "(archived): in benchmarks/experiments-archive.yaml, which says where it runs. The provenance of each run\n"
+    text += "(script commit, torch, CPU, GPU) is in summary.csv; rows without a commit predate those columns.\n\n"
     text += "Returns: mean ± std over seeds; eval is the final evaluation's mean return (the deterministic\n"
     text += "policy, except where the script's page in docs/ says otherwise).\n\n"
     text += head + " eval | last 20 training episodes |\n"
