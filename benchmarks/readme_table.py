@@ -3,6 +3,7 @@ benchmarks/results/summary.csv (this project's runs) and benchmarks/published.cs
 
     python benchmarks/readme_table.py            # results at a glance
     python benchmarks/readme_table.py --times    # each script's default budget and its time
+    python benchmarks/readme_table.py --mujoco   # ppo_continuous.py's MuJoCo table at 1M (docs/ppo_continuous.md)
 
 ± is the sample standard deviation over seeds (ddof=1).
 """
@@ -95,6 +96,13 @@ def stat(values: list) -> str:
     return f"{np.mean(values):.{digits}f}{spread}"
 
 
+def training(rows: list) -> str:
+    """The last 20 training episodes' mean over seeds, and the last 100's where every run logged them."""
+    train = stat([float(r["last20_train_return"]) for r in rows])
+    last100 = [float(r["last100_train_return"]) for r in rows if r["last100_train_return"]]
+    return train + (f" ({stat(last100)})" if len(last100) == len(rows) else "")
+
+
 def glance(results: list, published: list) -> None:
     print(
         "| script | setting | env | steps | seeds | eval | training, last 20 (last 100) | published at the same steps |"
@@ -104,10 +112,7 @@ def glance(results: list, published: list) -> None:
     for script, name, steps, setting, refs in GLANCE:
         rows = [r for r in results if r["experiment"] == name]
         evals = [float(r["eval_return_mean"]) for r in rows if r["eval_return_mean"]]
-        train = stat([float(r["last20_train_return"]) for r in rows])
-        last100 = [float(r["last100_train_return"]) for r in rows if r["last100_train_return"]]
-        if len(last100) == len(rows):
-            train += f" ({stat(last100)})"
+        train = training(rows)
         cited = []
         for project, env, statistic in refs:
             for p in published:
@@ -130,6 +135,41 @@ def glance(results: list, published: list) -> None:
         print(f"[{key}]: {url}")
 
 
+MUJOCO = ["halfcheetah", "hopper", "walker2d", "ant", "humanoid", "invertedpendulum", "pusher"]
+PEERS = ["CleanRL", "RL Zoo (SB3)", "Tianshou"]
+
+
+def mujoco(results: list, published: list) -> None:
+    """ppo_continuous.py's defaults at 1M steps beside each peer's PPO figure at 1M on the same task (any version)."""
+    print("| env | seeds | eval | training, last 20 (last 100) | CleanRL | RL Zoo | Tianshou |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name in MUJOCO:
+        rows = [r for r in results if r["experiment"] == name]
+        if not rows:
+            continue
+        env_id = rows[0]["env_id"]
+        train = training(rows)
+        cells = []
+        for project in PEERS:
+            found = [
+                p
+                for p in published
+                if p["project"] == project
+                and p["our_script"] == "ppo_continuous.py"
+                and p["steps"] == "1000000"
+                and p["env"].split("-v")[0] == env_id.split("-v")[0]
+            ]
+            cells.append(
+                "; ".join(
+                    f"{p['value']}" + (f" ± {p['plus_minus']}" if p["plus_minus"] else "") + f" ({p['env']})"
+                    for p in found
+                )
+                or "—"
+            )
+        evals = stat([float(r["eval_return_mean"]) for r in rows])
+        print(f"| {env_id} | {len(rows)} | {evals} | {train} | " + " | ".join(cells) + " |")
+
+
 def times(results: list) -> None:
     print("| script | default env | default steps | steps/s (experiment) | time |")
     print("| --- | --- | --- | --- | --- |")
@@ -149,10 +189,14 @@ def times(results: list) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--times", action="store_true", help="the default budgets and their time")
+    parser.add_argument("--mujoco", action="store_true", help="ppo_continuous.py's MuJoCo table at 1M")
     args = parser.parse_args()
     results = read(RESULTS)
     if args.times:
         times(results)
+        return
+    if args.mujoco:
+        mujoco(results, read(PUBLISHED))
         return
     glance(results, read(PUBLISHED))
 
