@@ -827,6 +827,10 @@ def load_file(path: str, required_keys: tuple) -> dict:
     if missing:
         raise ConfigError(f"{path} is not a model or checkpoint of this script (missing {missing})")
     # Files of an earlier version may hold settings this one no longer has.
+    removed = dict(gated=False, separate_critic=True, clip_each_network=True, lr_schedule_steps=0)  # as it runs
+    changed = {k: v for k, v in data["args"].items() if k not in Args.__dataclass_fields__ and removed.get(k) != v}
+    if changed:
+        raise ConfigError(f"{path} was saved with settings that this version no longer has: {changed}")
     data["args"] = {k: v for k, v in data["args"].items() if k in Args.__dataclass_fields__}
     return data
 

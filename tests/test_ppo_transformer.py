@@ -283,6 +283,11 @@ def test_a_model_saved_with_the_removed_switches_at_their_defaults_still_plays(t
     model["args"].update(removed)
     torch.save(model, tmp_path / "former.pt")
     assert len(ppo.evaluate(str(tmp_path / "former.pt"), episodes=1)) == 1
+    # One made with a switch away from today's behaviour is refused, not taken for what this version runs.
+    model["args"]["clip_each_network"] = False
+    torch.save(model, tmp_path / "former.pt")
+    with pytest.raises(ppo.ConfigError, match=r"no longer has: \{'clip_each_network': False\}"):
+        ppo.evaluate(str(tmp_path / "former.pt"))
 
 
 # ---------------------------------------------------------------------------------------------
