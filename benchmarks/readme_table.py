@@ -40,7 +40,7 @@ GLANCE = [
             ("Tianshou", "HalfCheetah-v3", "eval (mean over seeds)"),
         ],
     ),
-    ("ppo_continuous", "bipedalwalker-tuned", 2_000_000, "preset `bipedalwalker-tuned`", []),
+    ("ppo_continuous", "bipedalwalker-tuned2", 2_000_000, "preset `bipedalwalker-tuned2`", []),
     (
         "ppo_atari",
         "breakout-1m",
