@@ -96,6 +96,12 @@ def stat(values: list) -> str:
     return f"{np.mean(values):.{digits}f}{spread}"
 
 
+def published_value(p: dict) -> str:
+    """A published figure as the tables print it: ≈ where it was read off a plot, ± where given."""
+    spread = f" ± {p['plus_minus']}" if p["plus_minus"] else ""
+    return ("≈ " if p["read_off_plot"] == "yes" else "") + p["value"] + spread
+
+
 def training(rows: list) -> str:
     """The last 20 training episodes' mean over seeds, and the last 100's where every run logged them."""
     train = stat([float(r["last20_train_return"]) for r in rows])
@@ -118,8 +124,7 @@ def glance(results: list, published: list) -> None:
             for p in published:
                 key = (p["our_script"], p["project"], p["env"], p["statistic"], p["steps"])
                 if key == (f"{script}.py", project, env, statistic, str(steps)):
-                    value = ("≈ " if p["read_off_plot"] == "yes" else "") + p["value"]
-                    value += f" ± {p['plus_minus']}" if p["plus_minus"] else ""
+                    value = published_value(p)
                     seeds = "1 run" if p["seeds"] == "1" else f"{p['seeds']} seeds"
                     kind = "training" if statistic.startswith("training") else "eval"
                     key = sources.setdefault(p["source"], f"{len(sources) + 1}")
@@ -159,14 +164,8 @@ def mujoco(results: list, published: list) -> None:
                 and p["steps"] == "1000000"
                 and p["env"].split("-v")[0] == env_id.split("-v")[0]
             ]
-            cells.append(
-                "; ".join(
-                    f"{p['value']}" + (f" ± {p['plus_minus']}" if p["plus_minus"] else "") + f" ({p['env']})"
-                    for p in found
-                )
-                or "—"
-            )
-        evals = stat([float(r["eval_return_mean"]) for r in rows])
+            cells.append("; ".join(f"{published_value(p)} ({p['env']})" for p in found) or "—")
+        evals = stat([float(r["eval_return_mean"]) for r in rows if r["eval_return_mean"]])
         print(f"| {env_id} | {len(rows)} | {evals} | {train} | " + " | ".join(cells) + " |")
 
 
